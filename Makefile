@@ -1,0 +1,29 @@
+# Two commands: `make demo` (the main job) and `make test` (the whole suite).
+# Both create .venv on first use. torch==2.13.0 goes in first: a CPU build of it lies on
+# these machines' disk; any other torch requirement would pull a multi-GB CUDA build.
+PYTHON ?= python3
+TORCH ?= torch==2.13.0
+VENV := .venv
+BIN := $(VENV)/bin
+export HF_HUB_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: demo test clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet "$(TORCH)"
+	$(BIN)/pip install --quiet -e ".[test]"
+	touch $@
+
+demo: $(VENV)/.installed
+	$(BIN)/pipeline plan examples/classification.yaml --hardware cpu
+	$(BIN)/pipeline plan examples/classification.yaml --hardware cuda-bf16
+
+test: $(VENV)/.installed
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .hypothesis

@@ -1,0 +1,38 @@
+"""pipeline: fine-tune Hugging Face transformers through a functional, composable DSL.
+
+Specs say what a run wants, `plan` derives every config from a spec and the hardware
+(purely, with provenance), and the stages ``load ▸ quantize ▸ adapt ▸ train`` do it.
+Importing this package imports no torch.
+"""
+
+from ._frozen import FrozenDict, evolve
+from .derive import Origin, Plan, lora_kwargs, plan, quantization_kwargs, training_kwargs
+from .errors import DataError, HardwareError, PipelineError, SpecError
+from .hardware import PROFILES, Hardware, detect, profile
+from .specs import LORA_DEFAULTS, QUANTIZE_DEFAULTS, TRAINING_DEFAULTS, Spec
+from .tasks import TASKS, TaskRule
+
+__all__ = [
+    "LORA_DEFAULTS",
+    "PROFILES",
+    "QUANTIZE_DEFAULTS",
+    "TASKS",
+    "TRAINING_DEFAULTS",
+    "DataError",
+    "FrozenDict",
+    "Hardware",
+    "HardwareError",
+    "Origin",
+    "PipelineError",
+    "Plan",
+    "Spec",
+    "SpecError",
+    "TaskRule",
+    "detect",
+    "evolve",
+    "lora_kwargs",
+    "plan",
+    "profile",
+    "quantization_kwargs",
+    "training_kwargs",
+]

@@ -1,0 +1,94 @@
+"""The task table: per task, the model class, collator, LoRA task type and data columns.
+
+Names only (strings): the stages resolve them, so reading the table imports nothing heavy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import MappingProxyType
+
+__all__ = ["TASKS", "TaskRule"]
+
+
+@dataclass(frozen=True)
+class TaskRule:
+    """How one task is trained."""
+
+    name: str
+    model_class: str
+    """transformers auto class (token-detection: our generator + discriminator pair)."""
+    lora_task: str
+    """peft ``TaskType`` member name."""
+    collator: str
+    columns: tuple[str | None, ...]
+    """Default data columns (txtai's names); ``columns`` in a spec overrides them."""
+    column_counts: tuple[int, ...]
+    """How many columns a spec may name for this task."""
+    language_model: bool = False
+    """Texts are merged into blocks (``merge``) and the model learns the text itself."""
+    heads: tuple[str, ...] = ()
+    """New output heads; kept out of 4-bit quantization, which cannot initialise them."""
+
+
+TASKS: MappingProxyType[str, TaskRule] = MappingProxyType(
+    {
+        rule.name: rule
+        for rule in (
+            TaskRule(
+                "text-classification",
+                "AutoModelForSequenceClassification",
+                "SEQ_CLS",
+                "DataCollatorWithPadding",
+                ("text", None, "label"),
+                (2, 3),
+                heads=("classifier", "score", "pre_classifier"),
+            ),
+            TaskRule(
+                "language-generation",
+                "AutoModelForCausalLM",
+                "CAUSAL_LM",
+                "DataCollatorForLanguageModeling(mlm=False)",
+                ("text",),
+                (1,),
+                language_model=True,
+            ),
+            TaskRule(
+                "language-modeling",
+                "AutoModelForMaskedLM",
+                "FEATURE_EXTRACTION",
+                "DataCollatorForLanguageModeling(mlm=True)",
+                ("text",),
+                (1,),
+                language_model=True,
+            ),
+            TaskRule(
+                "question-answering",
+                "AutoModelForQuestionAnswering",
+                "QUESTION_ANS",
+                "DataCollatorWithPadding",
+                ("question", "context", "answers"),
+                (3,),
+                heads=("qa_outputs",),
+            ),
+            TaskRule(
+                "sequence-sequence",
+                "AutoModelForSeq2SeqLM",
+                "SEQ_2_SEQ_LM",
+                "DataCollatorForSeq2Seq",
+                ("source", "target"),
+                (2,),
+            ),
+            TaskRule(
+                "token-detection",
+                "TokenDetection(AutoModelForMaskedLM, AutoModelForPreTraining)",
+                "FEATURE_EXTRACTION",
+                "DataCollatorForLanguageModeling(mlm=True)",
+                ("text",),
+                (1,),
+                language_model=True,
+                heads=("discriminator_predictions",),
+            ),
+        )
+    }
+)

@@ -1,0 +1,31 @@
+"""The names and kwargs we derive construct the installed library objects, so they cannot drift."""
+
+import dataclasses
+import inspect
+
+from pipeline import Spec, plan, profile
+from pipeline._fields import BITS_AND_BYTES_CONFIG, LORA_CONFIG, TRAINING_ARGUMENTS
+from pipeline._frozen import thaw
+
+
+def test_field_lists_match_the_installed_libraries():
+    from peft import LoraConfig
+    from transformers import BitsAndBytesConfig, TrainingArguments
+
+    assert TRAINING_ARGUMENTS == {f.name for f in dataclasses.fields(TrainingArguments) if f.init}
+    assert LORA_CONFIG == {f.name for f in dataclasses.fields(LoraConfig) if f.init}
+    assert BITS_AND_BYTES_CONFIG == set(inspect.signature(BitsAndBytesConfig.__init__).parameters) - {"self", "kwargs"}
+
+
+def test_derived_kwargs_construct_the_library_configs(tmp_path):
+    from peft import LoraConfig
+    from transformers import BitsAndBytesConfig, TrainingArguments
+
+    spec = Spec(base="m", train=[{"text": "a", "label": 0}], quantize=True, lora=True,
+                training={"output_dir": str(tmp_path), "learning_rate": 1e-4})
+    p = plan(spec, profile("cuda-bf16"))
+    args = thaw(p.training_args) | {"use_cpu": True}  # this machine has no GPU to hand the Trainer
+    assert TrainingArguments(**args).learning_rate == 1e-4
+    assert LoraConfig(**thaw(p.lora)).r == 16
+    bnb = BitsAndBytesConfig(**thaw(p.quantization))
+    assert bnb.load_in_4bit and bnb.bnb_4bit_quant_type == "nf4" and bnb.bnb_4bit_use_double_quant
