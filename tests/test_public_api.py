@@ -9,7 +9,8 @@ PUBLIC = {
     "DataError", "FrozenDict", "Hardware", "HardwareError", "LORA_DEFAULTS", "Origin", "PROFILES",
     "PipelineError", "Plan", "QUANTIZE_DEFAULTS", "Spec", "SpecError", "TASKS", "TRAINING_DEFAULTS",
     "TaskRule", "detect", "evolve", "lora_kwargs", "plan", "profile", "quantization_kwargs",
-    "training_kwargs",
+    "training_kwargs", "Parameters", "Run", "adapt", "fine_tune", "load", "load_spec", "quantize",
+    "start", "train",
 }
 
 

@@ -1,15 +1,17 @@
 """pipeline: fine-tune Hugging Face transformers through a functional, composable DSL.
 
 Specs say what a run wants, `plan` derives every config from a spec and the hardware
-(purely, with provenance), and the stages ``load ▸ quantize ▸ adapt ▸ train`` do it.
-Importing this package imports no torch.
+(purely, with provenance), and the stages ``load ▸ quantize ▸ adapt ▸ train`` do it:
+``fine_tune(spec)`` returns the trained `Run`. Importing this package imports no torch.
 """
 
 from ._frozen import FrozenDict, evolve
 from .derive import Origin, Plan, lora_kwargs, plan, quantization_kwargs, training_kwargs
 from .errors import DataError, HardwareError, PipelineError, SpecError
 from .hardware import PROFILES, Hardware, detect, profile
+from .files import load_spec
 from .specs import LORA_DEFAULTS, QUANTIZE_DEFAULTS, TRAINING_DEFAULTS, Spec
+from .stages import Parameters, Run, adapt, fine_tune, load, quantize, start, train
 from .tasks import TASKS, TaskRule
 
 __all__ = [
@@ -23,16 +25,25 @@ __all__ = [
     "Hardware",
     "HardwareError",
     "Origin",
+    "Parameters",
     "PipelineError",
     "Plan",
+    "Run",
     "Spec",
     "SpecError",
     "TaskRule",
+    "adapt",
     "detect",
     "evolve",
+    "fine_tune",
+    "load",
+    "load_spec",
     "lora_kwargs",
     "plan",
     "profile",
     "quantization_kwargs",
+    "quantize",
+    "start",
+    "train",
     "training_kwargs",
 ]

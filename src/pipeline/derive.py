@@ -127,11 +127,12 @@ def lora_kwargs(spec: Spec) -> tuple[dict[str, Any] | None, dict[str, Origin], l
     else:
         first = ("user", "lora", spec.lora)
         notes.append("lora: your dict replaces the seed defaults; LoraConfig's own defaults fill the rest")
-    task_type = {"task_type": TASKS[spec.task].lora_task}
-    if "task_type" in first[2]:
-        kwargs, origins = _layered(("task", f"{spec.task} adapts as", task_type), first)
-    else:
-        kwargs, origins = _layered(first, ("task", f"{spec.task} adapts as", task_type))
+    rule = TASKS[spec.task]
+    task: dict[str, Any] = {"task_type": rule.lora_task}
+    if rule.lora_exclude and first[2].get("target_modules") == "all-linear":
+        task["exclude_modules"] = rule.lora_exclude
+    # The task fills in only what the user left out.
+    kwargs, origins = _layered(("task", f"{spec.task} adapts as", task), first)
     return kwargs, origins, notes
 
 

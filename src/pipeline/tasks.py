@@ -29,6 +29,8 @@ class TaskRule:
     """Texts are merged into blocks (``merge``) and the model learns the text itself."""
     heads: tuple[str, ...] = ()
     """New output heads; kept out of 4-bit quantization, which cannot initialise them."""
+    lora_exclude: tuple[str, ...] = ()
+    """Heads peft trains in full for this task type, so "all-linear" LoRA must skip them."""
 
 
 TASKS: MappingProxyType[str, TaskRule] = MappingProxyType(
@@ -42,7 +44,7 @@ TASKS: MappingProxyType[str, TaskRule] = MappingProxyType(
                 "DataCollatorWithPadding",
                 ("text", None, "label"),
                 (2, 3),
-                heads=("classifier", "score", "pre_classifier"),
+                heads=("classifier", "score", "pre_classifier", "pooler.dense"),
             ),
             TaskRule(
                 "language-generation",
@@ -70,6 +72,7 @@ TASKS: MappingProxyType[str, TaskRule] = MappingProxyType(
                 ("question", "context", "answers"),
                 (3,),
                 heads=("qa_outputs",),
+                lora_exclude=("qa_outputs",),
             ),
             TaskRule(
                 "sequence-sequence",

@@ -1,0 +1,268 @@
+"""User data in, tokenized `datasets.Dataset` out, per task.
+
+Everything stays in memory: files are parsed here (json, pandas), not through the
+datasets cache, so a run without ``output_dir`` writes nothing. Texts are not padded
+here; the collators pad each batch to its own longest example.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ._frozen import thaw
+from .errors import DataError
+from .specs import Spec, _kind
+from .tasks import TASKS
+
+FORMATS = (".jsonl", ".json", ".csv", ".parquet")
+
+
+def read(source: Any, field: str) -> Any:
+    """A `datasets.Dataset` from a file path, rows, a DataFrame or a Dataset (used as is)."""
+    from datasets import Dataset
+
+    if isinstance(source, str):
+        return Dataset.from_list(_read_file(Path(source), field))
+    if _kind(source) == "frame":
+        return Dataset.from_pandas(source, preserve_index=False)
+    if _kind(source) == "dataset":
+        return source
+    return Dataset.from_list(thaw(source))
+
+
+def _read_file(path: Path, field: str) -> list[dict[str, Any]]:
+    if path.suffix not in FORMATS:
+        raise DataError(f"{field}: {str(path)!r} is not a data file this reads; use one of {', '.join(FORMATS)}")
+    if not path.is_file():
+        raise DataError(f"{field}: no such file {str(path)!r}; check the path (relative paths start at the spec file)")
+    try:
+        if path.suffix == ".jsonl":
+            lines = path.read_text().splitlines()
+            return [json.loads(line) for line in lines if line.strip()]
+        if path.suffix == ".json":
+            rows = json.loads(path.read_text())
+            rows = rows.get("data", rows) if isinstance(rows, dict) else rows
+            if not isinstance(rows, list):
+                raise ValueError("expected a list of rows (or {'data': [rows]})")
+            return rows
+        import pandas as pd
+
+        frame = pd.read_csv(path) if path.suffix == ".csv" else pd.read_parquet(path)
+        return frame.to_dict("records")
+    except (ValueError, OSError) as e:
+        raise DataError(f"{field}: cannot parse {str(path)!r}: {e}") from None
+
+
+def columns(spec: Spec) -> tuple[str | None, ...]:
+    """The data columns a spec's task reads: its own ``columns`` or the task's defaults."""
+    default = TASKS[spec.task].columns
+    given = spec.columns or default
+    if spec.task == "text-classification" and len(given) == 2:
+        given = (given[0], None, given[1])
+    return given
+
+
+def check_columns(dataset: Any, spec: Spec, field: str) -> None:
+    """Raise `DataError` when ``dataset`` is empty or lacks a column the task reads."""
+    if len(dataset) == 0:
+        raise DataError(f"{field}: the dataset is empty; give at least one row")
+    wanted = [c for c in columns(spec) if c is not None]
+    missing = [c for c in wanted if c not in dataset.column_names]
+    if missing:
+        raise DataError(
+            f"{field}: missing column{'s' if len(missing) > 1 else ''} {missing} for {spec.task} "
+            f"(found {dataset.column_names}); rename them or set columns: {wanted}"
+        )
+
+
+# -- labels --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Labels:
+    """What the label column holds and how it maps to the model's outputs."""
+
+    num_labels: int
+    problem_type: str | None = None
+    classes: tuple[Any, ...] | None = None
+    """Original label values in id order, when they are not already ids 0..n-1."""
+
+    def encode(self, value: Any) -> Any:
+        if self.problem_type == "multi_label_classification":
+            return [float(v) for v in value]
+        if self.problem_type == "regression":
+            return float(value)
+        return self.classes.index(value) if self.classes else int(value)
+
+    def config(self) -> dict[str, Any]:
+        """Model config overrides: label count, problem type and label names."""
+        kwargs: dict[str, Any] = {"num_labels": self.num_labels}
+        if self.problem_type:
+            kwargs["problem_type"] = self.problem_type
+        if self.classes:
+            kwargs["id2label"] = {i: str(c) for i, c in enumerate(self.classes)}
+            kwargs["label2id"] = {str(c): i for i, c in enumerate(self.classes)}
+        return kwargs
+
+
+def labels(values: list[Any], field: str) -> Labels:
+    """Detect single-label classes (ints or strings), multi-label vectors or regression floats."""
+    kinds = {_label_kind(v) for v in values}
+    if None in kinds:
+        row = next(i for i, v in enumerate(values) if _label_kind(v) is None)
+        raise DataError(
+            f"{field}: label {values[row]!r} in row {row} is not a class (int or string), "
+            "a regression value (float) or a multi-label vector (list of 0/1)"
+        )
+    if len(kinds) > 1:
+        raise DataError(f"{field}: labels mix {' and '.join(sorted(kinds))}; use one kind of label for every row")
+    kind = kinds.pop()
+    if kind == "vector":
+        sizes = {len(v) for v in values}
+        if len(sizes) > 1:
+            raise DataError(f"{field}: multi-label vectors differ in length ({sorted(sizes)}); give every row all labels")
+        return Labels(sizes.pop(), "multi_label_classification")
+    if kind == "float":
+        return Labels(1, "regression")
+    classes = tuple(sorted(set(values)))
+    if kind == "int" and classes == tuple(range(len(classes))):
+        return Labels(len(classes))
+    return Labels(len(classes), classes=classes)
+
+
+def _label_kind(value: Any) -> str | None:
+    if isinstance(value, bool):
+        return "int"
+    if isinstance(value, int):
+        return "int"
+    if isinstance(value, float):
+        return "float"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, (list, tuple)) and all(isinstance(v, (int, float)) for v in value):
+        return "vector"
+    return None
+
+
+# -- encoding ------------------------------------------------------------------------------
+
+
+def encode(dataset: Any, spec: Spec, tokenizer: Any, maxlength: int, labels: Labels | None = None) -> Any:
+    """Tokenize ``dataset`` for ``spec.task`` (batched ``datasets.map``), unpadded."""
+    cols = columns(spec)
+    process = {
+        "text-classification": lambda b: _classification(b, cols, tokenizer, maxlength, labels),
+        "language-generation": lambda b: _blocks(b, cols[0], tokenizer, maxlength, spec.merge),
+        "language-modeling": lambda b: _blocks(b, cols[0], tokenizer, maxlength, spec.merge),
+        "token-detection": lambda b: _blocks(b, cols[0], tokenizer, maxlength, spec.merge),
+        "question-answering": lambda b: _questions(b, cols, tokenizer, maxlength, spec.stride),
+        "sequence-sequence": lambda b: _sequences(b, cols, tokenizer, maxlength, spec.prefix),
+    }[spec.task]
+    return dataset.map(
+        process,
+        batched=True,
+        num_proc=spec.tokenizers,
+        remove_columns=dataset.column_names,
+        desc=f"tokenizing for {spec.task}",
+    )
+
+
+def _texts(batch: dict[str, list[Any]], column: str) -> list[str]:
+    texts = batch[column]
+    bad = [t for t in texts if not isinstance(t, str)]
+    if bad:
+        raise DataError(f"column {column!r}: expected text, got {bad[0]!r}; drop or fill the rows without text")
+    return texts
+
+
+def _classification(batch, cols, tokenizer, maxlength, labels):
+    text, pair, label = cols
+    pairs = _texts(batch, pair) if pair else None
+    encoded = tokenizer(_texts(batch, text), pairs, truncation=True, max_length=maxlength)
+    encoded["labels"] = [labels.encode(v) for v in batch[label]]
+    return encoded
+
+
+def _blocks(batch, column, tokenizer, maxlength, merge):
+    """Concatenate into ``maxlength`` blocks, pack whole texts into blocks, or truncate each."""
+    ids = tokenizer(_texts(batch, column), truncation=merge is None, max_length=maxlength)["input_ids"]
+    if merge == "concat":
+        flat = [token for text in ids for token in text]
+        blocks = [flat[i : i + maxlength] for i in range(0, len(flat), maxlength)]
+    elif merge == "pack":
+        blocks = []
+        for text in (t[:maxlength] for t in ids):
+            if blocks and len(blocks[-1]) + len(text) <= maxlength:
+                blocks[-1] = blocks[-1] + text
+            else:
+                blocks.append(list(text))
+    else:
+        blocks = ids
+    return {"input_ids": blocks, "attention_mask": [[1] * len(b) for b in blocks]}
+
+
+def _sequences(batch, cols, tokenizer, maxlength, prefix):
+    source, target = cols
+    inputs = [f"{prefix or ''}{text}" for text in _texts(batch, source)]
+    encoded = tokenizer(inputs, truncation=True, max_length=maxlength)
+    encoded["labels"] = tokenizer(text_target=_texts(batch, target), truncation=True, max_length=maxlength)["input_ids"]
+    return encoded
+
+
+def _answer(answer: Any, context: str) -> tuple[int, str]:
+    """(start character, text) from a SQuAD-style answer dict or a plain answer string."""
+    if isinstance(answer, str):
+        return context.find(answer), answer
+    texts, starts = answer["text"], answer["answer_start"]
+    if isinstance(texts, str):
+        return int(starts), texts
+    return int(starts[0]), texts[0]
+
+
+def _questions(batch, cols, tokenizer, maxlength, stride):
+    """Long contexts split into overlapping windows; a window without the answer points at CLS."""
+    question, context, answers = cols
+    questions = [q.lstrip() for q in _texts(batch, question)]
+    contexts = _texts(batch, context)
+    right = tokenizer.padding_side == "right"
+    encoded = tokenizer(
+        questions if right else contexts,
+        contexts if right else questions,
+        truncation="only_second" if right else "only_first",
+        max_length=maxlength,
+        stride=stride,
+        return_overflowing_tokens=True,
+        return_offsets_mapping=True,
+    )
+    sample_of = encoded.pop("overflow_to_sample_mapping")
+    starts, ends = [], []
+    for i, offsets in enumerate(encoded.pop("offset_mapping")):
+        ids = encoded["input_ids"][i]
+        cls = ids.index(tokenizer.cls_token_id) if tokenizer.cls_token_id in ids else 0
+        sample = sample_of[i]
+        start_char, text = _answer(batch[answers][sample], contexts[sample])
+        if start_char < 0 or contexts[sample][start_char : start_char + len(text)] != text:
+            raise DataError(
+                f"column {answers!r}: answer {text!r} is not in its context at character {start_char} "
+                f"(question {questions[sample]!r}); fix answer_start or the answer text"
+            )
+        end_char = start_char + len(text)
+        sequence = encoded.sequence_ids(i)
+        side = 1 if right else 0
+        first = sequence.index(side)
+        last = len(sequence) - 1 - sequence[::-1].index(side)
+        if offsets[first][0] > start_char or offsets[last][1] < end_char:
+            starts.append(cls)
+            ends.append(cls)
+            continue
+        while first <= last and offsets[first][0] <= start_char:
+            first += 1
+        while last >= first - 1 and offsets[last][1] >= end_char:
+            last -= 1
+        starts.append(first - 1)
+        ends.append(last + 1)
+    encoded["start_positions"], encoded["end_positions"] = starts, ends
+    return encoded

@@ -1,0 +1,41 @@
+"""Replaced-token detection (ELECTRA): a generator fills masked tokens, a discriminator spots them.
+
+Imports torch: only the stages import this module.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+from transformers.modeling_outputs import ModelOutput
+
+
+class TokenDetection(torch.nn.Module):
+    """Generator (masked LM) and discriminator trained together; the discriminator is the result.
+
+    ``save_pretrained`` writes the discriminator to the folder and the generator to
+    ``generator/`` inside it, each loadable with plain transformers.
+    """
+
+    def __init__(self, generator: Any, discriminator: Any, weight: float = 50.0):
+        super().__init__()
+        self.generator, self.discriminator, self.weight = generator, discriminator, weight
+        self.config = discriminator.config
+
+    def forward(self, input_ids, attention_mask=None, labels=None, token_type_ids=None):
+        generated = self.generator(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
+        with torch.no_grad():
+            masked = labels != -100
+            original = torch.where(masked, labels, input_ids)
+            replaced = input_ids.clone()
+            sampled = torch.distributions.Categorical(logits=generated.logits[masked].float()).sample()
+            replaced[masked] = sampled
+            targets = (replaced != original).long()
+        detected = self.discriminator(input_ids=replaced, attention_mask=attention_mask, labels=targets)
+        return ModelOutput(loss=generated.loss + self.weight * detected.loss, logits=detected.logits)
+
+    def save_pretrained(self, path: str | os.PathLike, **kwargs: Any) -> None:
+        self.discriminator.save_pretrained(path, **kwargs)
+        self.generator.save_pretrained(os.path.join(path, "generator"), **kwargs)

@@ -1,0 +1,271 @@
+"""The stages: one frozen `Run` flows through ``load ▸ quantize ▸ adapt ▸ train``.
+
+Every stage takes a `Run` and returns a new one (``dataclasses.replace``); compose your
+own chains from them with ``toolz.compose_left``. torch, transformers and peft are
+imported inside the stages, never at module import.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from toolz import compose_left
+
+from . import data
+from ._frozen import FrozenDict, thaw
+from .derive import Plan, plan
+from .errors import SpecError
+from .hardware import Hardware, detect
+from .specs import Spec
+from .tasks import TASKS
+
+__all__ = ["Parameters", "Run", "adapt", "fine_tune", "load", "quantize", "start", "train"]
+
+log = logging.getLogger("pipeline")
+
+
+@dataclass(frozen=True)
+class Parameters:
+    """Trainable and total parameter counts of a model."""
+
+    trainable: int
+    total: int
+
+    @property
+    def fraction(self) -> float:
+        return self.trainable / self.total if self.total else 0.0
+
+    def __str__(self) -> str:
+        return f"trainable params: {self.trainable:,} of {self.total:,} ({self.fraction:.2%})"
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run as it moves through the stages: what was asked, what was derived, what exists."""
+
+    spec: Spec
+    hardware: Hardware
+    plan: Plan
+    tokenizer: Any = None
+    model: Any = None
+    train_data: Any = None
+    """The training data as a `datasets.Dataset`, untokenized."""
+    eval_data: Any = None
+    labels: data.Labels | None = None
+    parameters: Parameters | None = None
+    metrics: FrozenDict = field(default_factory=FrozenDict)
+    """Final training and evaluation metrics (``train_loss``, ``eval_loss``, ...)."""
+    log_history: tuple[FrozenDict, ...] = ()
+
+
+def start(spec: Spec, hardware: Hardware | None = None) -> Run:
+    """A `Run` for ``spec``, planned for ``hardware`` (default: this machine, via `detect`)."""
+    hardware = hardware if hardware is not None else detect()
+    return Run(spec=spec, hardware=hardware, plan=plan(spec, hardware))
+
+
+def _seed(run: Run) -> int:
+    return run.plan.training_args.get("seed", 42)
+
+
+def load(run: Run | Spec) -> Run:
+    """Seed, read the data, then load the tokenizer and the model (4-bit when the plan says).
+
+    Accepts a `Spec` too (planned for this machine). Raises `DataError` before any model
+    loads when the data cannot be used.
+    """
+    from transformers import set_seed
+
+    run = run if isinstance(run, Run) else start(run)
+    spec = run.spec
+    train_data = data.read(spec.train, "train")
+    data.check_columns(train_data, spec, "train")
+    eval_data = None
+    if spec.validation is not None:
+        eval_data = data.read(spec.validation, "validation")
+        data.check_columns(eval_data, spec, "validation")
+    labels = None
+    if spec.task == "text-classification":
+        column = data.columns(spec)[2]
+        values = list(train_data[column]) + (list(eval_data[column]) if eval_data is not None else [])
+        labels = data.labels(values, f"column {column!r}")
+
+    set_seed(_seed(run))  # before the model is created, so its new weights are reproducible
+    tokenizer, model = _load_pretrained(run, labels)
+    log.info("loaded %s for %s", type(model).__name__, spec.task)
+    return replace(run, tokenizer=tokenizer, model=model, train_data=train_data, eval_data=eval_data, labels=labels)
+
+
+def _load_pretrained(run: Run, labels: data.Labels | None) -> tuple[Any, Any]:
+    import transformers
+
+    spec, rule = run.spec, TASKS[run.spec.task]
+    if isinstance(spec.base, tuple):
+        model, tokenizer = spec.base
+        tokenizer = copy.deepcopy(tokenizer)  # we may set a pad token: never change the caller's
+    else:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(spec.base)
+        kwargs: dict[str, Any] = labels.config() if labels else {}
+        if run.plan.quantization:
+            kwargs["quantization_config"] = transformers.BitsAndBytesConfig(**thaw(run.plan.quantization))
+            kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", 0)) if run.hardware.cuda else "cpu"}
+        if spec.task == "token-detection":
+            from .detection import TokenDetection
+
+            generator = transformers.AutoModelForMaskedLM.from_pretrained(spec.generator or spec.base, **kwargs)
+            discriminator = transformers.AutoModelForPreTraining.from_pretrained(spec.base, **kwargs)
+            model = TokenDetection(generator, discriminator)
+        else:
+            model = getattr(transformers, rule.model_class).from_pretrained(spec.base, **kwargs)
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token  # decoder-only models often have no pad token
+    for config in _configs(model):
+        if config.pad_token_id is None:
+            config.pad_token_id = tokenizer.pad_token_id
+    return tokenizer, model
+
+
+def _configs(model: Any) -> list[Any]:
+    return [m.config for m in _parts(model)]
+
+
+def _parts(model: Any) -> list[Any]:
+    """The transformers models inside ``model`` (two for token detection)."""
+    from .detection import TokenDetection
+
+    return [model.generator, model.discriminator] if isinstance(model, TokenDetection) else [model]
+
+
+def quantize(run: Run) -> Run:
+    """Prepare a 4/8-bit model for training (k-bit preparation); identity when not quantized.
+
+    An unquantized model is left alone: k-bit preparation would upcast bf16 weights to fp32.
+    """
+    if not run.plan.quantization:
+        return run
+    from peft import prepare_model_for_kbit_training
+
+    checkpointing = run.plan.training_args.get("gradient_checkpointing", True)
+    for part in _parts(run.model):
+        prepare_model_for_kbit_training(part, use_gradient_checkpointing=checkpointing)
+        if not run.hardware.cuda:
+            # bitsandbytes repacks 4-bit CPU weights for inference at the first eval-mode
+            # forward, after which training forwards fail; evaluation between epochs must not.
+            for module in part.modules():
+                if hasattr(module, "support_avx512bf16_for_cpu"):
+                    module.support_avx512bf16_for_cpu = False
+    return run
+
+
+def adapt(run: Run) -> Run:
+    """Wrap the model with LoRA adapters from the plan; count trainable parameters either way."""
+    model = run.model
+    if run.plan.lora:
+        from peft import LoraConfig, get_peft_model
+
+        from .detection import TokenDetection
+
+        config = LoraConfig(**thaw(run.plan.lora))
+        if isinstance(model, TokenDetection):
+            model = TokenDetection(get_peft_model(model.generator, config), get_peft_model(model.discriminator, config))
+        else:
+            model = get_peft_model(model, config)
+    parameters = _count(model)
+    log.info("%s", parameters)
+    return replace(run, model=model, parameters=parameters)
+
+
+def _count(model: Any) -> Parameters:
+    trainable = total = 0
+    for part in _parts(model):
+        if hasattr(part, "get_nb_trainable_parameters"):  # counts 4-bit weights at full size
+            t, n = part.get_nb_trainable_parameters()
+        else:
+            t = sum(p.numel() for p in part.parameters() if p.requires_grad)
+            n = sum(p.numel() for p in part.parameters())
+        trainable, total = trainable + t, total + n
+    return Parameters(trainable, total)
+
+
+def _maxlength(run: Run) -> int:
+    """The spec's ``maxlength``, else what both the tokenizer and the model's positions allow."""
+    if run.spec.maxlength:
+        return run.spec.maxlength
+    limits = [run.tokenizer.model_max_length]
+    for config in _configs(run.model):
+        limits += [getattr(config, name) for name in ("max_position_embeddings", "n_positions") if getattr(config, name, None)]
+    sane = [n for n in limits if n and n < 1_000_000]
+    return min(sane) if sane else 512
+
+
+def _collator(run: Run) -> Any:
+    import transformers
+
+    task, tokenizer = run.spec.task, run.tokenizer
+    if task in ("language-modeling", "token-detection"):
+        return transformers.DataCollatorForLanguageModeling(tokenizer, mlm=True, seed=_seed(run))
+    if task == "language-generation":
+        return transformers.DataCollatorForLanguageModeling(tokenizer, mlm=False)
+    if task == "sequence-sequence":
+        return transformers.DataCollatorForSeq2Seq(tokenizer, model=run.model)
+    return transformers.DataCollatorWithPadding(tokenizer)
+
+
+def _arguments(run: Run) -> Any:
+    """`TrainingArguments` from the plan; with an empty ``output_dir`` nothing is ever saved."""
+    from transformers import TrainingArguments
+
+    class Arguments(TrainingArguments):
+        @property
+        def should_save(self) -> bool:
+            return bool(self.output_dir) and super().should_save
+
+    return Arguments(**thaw(run.plan.training_args))
+
+
+def train(run: Run) -> Run:
+    """Tokenize, train with the Trainer, evaluate on validation data, save when ``output_dir`` is set.
+
+    Returns the run with the model in eval mode, its metrics and the log history.
+    """
+    from transformers import Trainer
+
+    if run.model is None:
+        raise SpecError("train: the run has no model; put load (and adapt) before train in the chain")
+    spec, maxlength = run.spec, _maxlength(run)
+    train_set = data.encode(run.train_data, spec, run.tokenizer, maxlength, run.labels)
+    eval_set = data.encode(run.eval_data, spec, run.tokenizer, maxlength, run.labels) if run.eval_data else None
+    args = _arguments(run)
+    trainer = Trainer(
+        model=run.model,
+        args=args,
+        train_dataset=train_set,
+        eval_dataset=eval_set,
+        processing_class=run.tokenizer,
+        data_collator=_collator(run),
+        compute_metrics=spec.metrics,
+    )
+    resume = spec.checkpoint
+    metrics = dict(trainer.train(resume_from_checkpoint=resume).metrics)
+    if eval_set is not None:
+        metrics |= trainer.evaluate()
+    if args.output_dir and args.should_save:
+        _save(run.model, run.tokenizer, args.output_dir)
+    run.model.eval()
+    log.info("metrics: %s", metrics)
+    history = tuple(FrozenDict(entry) for entry in trainer.state.log_history)
+    return replace(run, metrics=FrozenDict(metrics), log_history=history)
+
+
+def _save(model: Any, tokenizer: Any, path: str) -> None:
+    """Model (or adapter) and tokenizer, each loadable with plain transformers / peft."""
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+
+
+fine_tune = compose_left(load, quantize, adapt, train)
+"""``load ▸ quantize ▸ adapt ▸ train``: a `Spec` (or a started `Run`) in, a trained `Run` out."""
