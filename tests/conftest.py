@@ -92,7 +92,7 @@ def _bpe(path, *, pad, post=None):
 @pytest.fixture(scope="session")
 def models(tmp_path_factory):
     """Folders of tiny random models with their tokenizers: bert, llama, bart, electra (+ generator)."""
-    from transformers import (BartConfig, BartForConditionalGeneration, BertConfig, BertForMaskedLM, ElectraConfig,
+    from transformers import (BartConfig, BartForConditionalGeneration, BertConfig, BertForPreTraining, ElectraConfig,
                               ElectraForMaskedLM, ElectraForPreTraining, LlamaConfig, LlamaForCausalLM, set_seed)
 
     set_seed(0)
@@ -103,7 +103,7 @@ def models(tmp_path_factory):
     _wordpiece(paths["electra"] / "generator")
     small = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128,
                  max_position_embeddings=128)
-    BertForMaskedLM(BertConfig(vocab_size=len(wp), **small)).save_pretrained(paths["bert"])
+    BertForPreTraining(BertConfig(vocab_size=len(wp), **small)).save_pretrained(paths["bert"])
     electra = ElectraConfig(vocab_size=len(wp), embedding_size=64, **small)
     ElectraForPreTraining(electra).save_pretrained(paths["electra"])
     ElectraForMaskedLM(electra).save_pretrained(paths["electra"] / "generator")

@@ -127,3 +127,11 @@ def test_hardware_bf16_needs_an_accelerator():
         Hardware(bf16=True)
     with pytest.raises(SpecError, match="use one of cpu, cuda, cuda-bf16"):
         profile("tpu")
+
+
+def test_question_stride_must_leave_windows_room_to_advance():
+    (problem,) = errors(task="question-answering", maxlength=64)
+    assert problem == (
+        "stride: question windows must advance, so stride must be under half of maxlength "
+        "(got stride=128, maxlength=64); set e.g. stride: 16"
+    )

@@ -228,15 +228,21 @@ def _questions(batch, cols, tokenizer, maxlength, stride):
     questions = [q.lstrip() for q in _texts(batch, question)]
     contexts = _texts(batch, context)
     right = tokenizer.padding_side == "right"
-    encoded = tokenizer(
-        questions if right else contexts,
-        contexts if right else questions,
-        truncation="only_second" if right else "only_first",
-        max_length=maxlength,
-        stride=stride,
-        return_overflowing_tokens=True,
-        return_offsets_mapping=True,
-    )
+    try:
+        encoded = tokenizer(
+            questions if right else contexts,
+            contexts if right else questions,
+            truncation="only_second" if right else "only_first",
+            max_length=maxlength,
+            stride=stride,
+            return_overflowing_tokens=True,
+            return_offsets_mapping=True,
+        )
+    except ValueError as e:  # a question too long to leave room for a context window
+        raise DataError(
+            f"column {question!r}: a question leaves no room for {stride} tokens of context stride in "
+            f"{maxlength} tokens ({e}); raise maxlength or lower stride"
+        ) from None
     sample_of = encoded.pop("overflow_to_sample_mapping")
     starts, ends = [], []
     for i, offsets in enumerate(encoded.pop("offset_mapping")):

@@ -213,3 +213,12 @@ class Spec(Frozen):
                 f"the default is {list(rule.columns)}"
             )
         return self
+
+    @model_validator(mode="after")
+    def _stride_fits_maxlength(self) -> Spec:
+        if self.task == "question-answering" and self.maxlength and self.stride >= self.maxlength // 2:
+            raise ValueError(
+                f"stride: question windows must advance, so stride must be under half of maxlength "
+                f"(got stride={self.stride}, maxlength={self.maxlength}); set e.g. stride: {self.maxlength // 4}"
+            )
+        return self

@@ -151,7 +151,9 @@ def quantize(run: Run) -> Run:
 
     checkpointing = run.plan.training_args.get("gradient_checkpointing", True)
     for part in _parts(run.model):
-        prepare_model_for_kbit_training(part, use_gradient_checkpointing=checkpointing)
+        prepare_model_for_kbit_training(
+            part, use_gradient_checkpointing=checkpointing, gradient_checkpointing_kwargs={"use_reentrant": False}
+        )
         if not run.hardware.cuda:
             # bitsandbytes repacks 4-bit CPU weights for inference at the first eval-mode
             # forward, after which training forwards fail; evaluation between epochs must not.
@@ -169,11 +171,10 @@ def adapt(run: Run) -> Run:
 
         from .detection import TokenDetection
 
-        config = LoraConfig(**thaw(run.plan.lora))
-        if isinstance(model, TokenDetection):
-            model = TokenDetection(get_peft_model(model.generator, config), get_peft_model(model.discriminator, config))
-        else:
-            model = get_peft_model(model, config)
+        def wrap(part: Any) -> Any:  # a LoraConfig each: peft writes the base model's path into it
+            return get_peft_model(part, LoraConfig(**thaw(run.plan.lora)))
+
+        model = TokenDetection(wrap(model.generator), wrap(model.discriminator)) if isinstance(model, TokenDetection) else wrap(model)
     parameters = _count(model)
     log.info("%s", parameters)
     return replace(run, model=model, parameters=parameters)
@@ -215,18 +216,6 @@ def _collator(run: Run) -> Any:
     return transformers.DataCollatorWithPadding(tokenizer)
 
 
-def _arguments(run: Run) -> Any:
-    """`TrainingArguments` from the plan; with an empty ``output_dir`` nothing is ever saved."""
-    from transformers import TrainingArguments
-
-    class Arguments(TrainingArguments):
-        @property
-        def should_save(self) -> bool:
-            return bool(self.output_dir) and super().should_save
-
-    return Arguments(**thaw(run.plan.training_args))
-
-
 def train(run: Run) -> Run:
     """Tokenize, train with the Trainer, evaluate on validation data, save when ``output_dir`` is set.
 
@@ -239,7 +228,9 @@ def train(run: Run) -> Run:
     spec, maxlength = run.spec, _maxlength(run)
     train_set = data.encode(run.train_data, spec, run.tokenizer, maxlength, run.labels)
     eval_set = data.encode(run.eval_data, spec, run.tokenizer, maxlength, run.labels) if run.eval_data else None
-    args = _arguments(run)
+    from ._arguments import Arguments
+
+    args = Arguments(**thaw(run.plan.training_args))
     trainer = Trainer(
         model=run.model,
         args=args,

@@ -1,0 +1,164 @@
+"""data.py: every data form reads the same, labels are detected, tasks tokenize correctly."""
+
+import json
+
+import pandas as pd
+import pytest
+from conftest import questions, sentences
+from datasets import Dataset
+
+from pipeline import DataError, Spec
+from pipeline import data
+
+ROWS = [{"text": "the car is red", "label": "positive"}, {"text": "the hat is blue", "label": "negative"}]
+
+
+@pytest.fixture
+def files(tmp_path):
+    paths = {suffix: tmp_path / f"rows{suffix}" for suffix in data.FORMATS}
+    paths[".jsonl"].write_text("".join(json.dumps(r) + "\n" for r in ROWS))
+    paths[".json"].write_text(json.dumps(ROWS))
+    pd.DataFrame(ROWS).to_csv(paths[".csv"], index=False)
+    pd.DataFrame(ROWS).to_parquet(paths[".parquet"])
+    return paths
+
+
+@pytest.mark.parametrize("suffix", data.FORMATS)
+def test_files_read_as_the_rows_they_hold(files, suffix, tmp_path):
+    assert data.read(str(files[suffix]), "train").to_list() == ROWS
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in files.values())  # no cache files
+
+
+def test_rows_dataframes_and_datasets_read_alike():
+    for source in (Spec(base="m", train=ROWS).train, pd.DataFrame(ROWS), Dataset.from_list(ROWS)):
+        assert data.read(source, "train").to_list() == ROWS
+
+
+def test_a_missing_or_unknown_file_is_named(tmp_path):
+    with pytest.raises(DataError, match="train: no such file"):
+        data.read(str(tmp_path / "nope.jsonl"), "train")
+    with pytest.raises(DataError, match=r"is not a data file this reads; use one of \.jsonl"):
+        data.read(str(tmp_path / "rows.txt"), "train")
+    (tmp_path / "bad.jsonl").write_text("{not json\n")
+    with pytest.raises(DataError, match="train: cannot parse"):
+        data.read(str(tmp_path / "bad.jsonl"), "train")
+
+
+def test_missing_columns_name_the_columns_found():
+    spec = Spec(base="m", train=ROWS, task="question-answering")
+    with pytest.raises(DataError) as e:
+        data.check_columns(Dataset.from_list(ROWS), spec, "train")
+    assert str(e.value) == (
+        "train: missing columns ['question', 'context', 'answers'] for question-answering (found ['text', 'label']); "
+        "rename them or set columns: ['question', 'context', 'answers']"
+    )
+    with pytest.raises(DataError, match="train: the dataset is empty"):
+        data.check_columns(Dataset.from_list([]), spec, "train")
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ([0, 1, 2, 1], data.Labels(3)),
+        (["b", "a", "b"], data.Labels(2, classes=("a", "b"))),
+        ([3, 11, 7], data.Labels(3, classes=(3, 7, 11))),
+        ([[1, 0], [0.0, 1.0]], data.Labels(2, "multi_label_classification")),
+        ([0.5, 1.5], data.Labels(1, "regression")),
+    ],
+    ids=["ids", "strings", "non-contiguous", "multi-label", "regression"],
+)
+def test_label_kinds_are_detected(values, expected):
+    assert data.labels(values, "label") == expected
+
+
+def test_label_problems_are_named():
+    with pytest.raises(DataError, match="labels mix int and string"):
+        data.labels([1, "a"], "column 'label'")
+    with pytest.raises(DataError, match=r"multi-label vectors differ in length \(\[1, 2\]\)"):
+        data.labels([[1], [1, 0]], "column 'label'")
+    with pytest.raises(DataError, match="label None in row 1"):
+        data.labels([1, None], "column 'label'")
+
+
+def test_string_labels_map_to_ids_with_names():
+    labels = data.labels(["pos", "neg", "pos"], "label")
+    assert [labels.encode(v) for v in ["neg", "pos"]] == [0, 1]
+    assert labels.config() == {"num_labels": 2, "id2label": {0: "neg", 1: "pos"}, "label2id": {"neg": 0, "pos": 1}}
+
+
+@pytest.fixture(scope="module")
+def bert_tokenizer(models):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(models["bert"])
+
+
+def test_classification_is_not_padded_here(bert_tokenizer):
+    rows = [{"text": "the car", "label": 0}, {"text": "the car is red and the hat is blue", "label": 1}]
+    spec = Spec(base="m", train=rows)
+    encoded = data.encode(data.read(spec.train, "train"), spec, bert_tokenizer, 64, data.labels([0, 1], "label"))
+    lengths = [len(ids) for ids in encoded["input_ids"]]
+    assert lengths[0] < lengths[1]  # the collator pads each batch, not the whole set
+    assert encoded["labels"] == [0, 1]
+
+
+def test_a_non_text_value_is_named(bert_tokenizer):
+    spec = Spec(base="m", train=[{"text": None, "label": 0}])
+    with pytest.raises(DataError, match="column 'text': expected text, got None"):
+        data.encode(data.read(spec.train, "train"), spec, bert_tokenizer, 64, data.labels([0], "label"))
+
+
+@pytest.mark.parametrize("merge", ["concat", "pack", None])
+def test_language_model_blocks(bert_tokenizer, merge):
+    texts = [{"text": t} for t in sentences(20)]
+    spec = Spec(base="m", train=texts, task="language-modeling", merge=merge)
+    encoded = data.encode(data.read(spec.train, "train"), spec, bert_tokenizer, 24)
+    lengths = [len(ids) for ids in encoded["input_ids"]]
+    assert max(lengths) <= 24
+    total = sum(len(bert_tokenizer(t["text"])["input_ids"]) for t in texts)
+    if merge == "concat":
+        assert sum(lengths) == total and all(n == 24 for n in lengths[:-1])
+    elif merge == "pack":
+        assert sum(lengths) == total and len(lengths) < len(texts)
+    else:
+        assert len(lengths) == len(texts)
+
+
+def test_question_windows_without_the_answer_point_at_cls(bert_tokenizer):
+    context = " ".join(["the hat is blue ."] * 12) + " the car is red ."
+    rows = [{"question": "what color is the car ?", "context": context, "answers": "red"}]
+    spec = Spec(base="m", train=rows, task="question-answering", maxlength=24, stride=4)
+    encoded = data.encode(data.read(spec.train, "train"), spec, bert_tokenizer, 24)
+    assert len(encoded) > 2  # the long context was split into windows
+    found = 0
+    for ids, start, end in zip(encoded["input_ids"], encoded["start_positions"], encoded["end_positions"]):
+        if start == 0:
+            assert end == 0
+        else:
+            found += 1
+            assert bert_tokenizer.decode(ids[start : end + 1]) == "red"
+    assert found >= 1
+
+
+def test_squad_answers_label_the_answer_tokens(bert_tokenizer):
+    spec = Spec(base="m", train=questions(10), task="question-answering", maxlength=64, stride=16)
+    encoded = data.encode(data.read(spec.train, "train"), spec, bert_tokenizer, 64)
+    for row, ids, start, end in zip(questions(10), encoded["input_ids"], encoded["start_positions"], encoded["end_positions"]):
+        assert bert_tokenizer.decode(ids[start : end + 1]) == row["answers"]["text"][0]
+
+
+def test_an_answer_not_in_its_context_is_named(bert_tokenizer):
+    rows = [{"question": "what color ?", "context": "the car is red", "answers": "green"}]
+    spec = Spec(base="m", train=rows, task="question-answering", maxlength=64, stride=16)
+    with pytest.raises(DataError, match="answer 'green' is not in its context"):
+        data.encode(data.read(spec.train, "train"), spec, bert_tokenizer, 64)
+
+
+def test_seq2seq_prefix_and_targets(models):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(models["bart"])
+    spec = Spec(base="m", train=[{"source": "the car", "target": "the hat"}], task="sequence-sequence", prefix="copy: ")
+    encoded = data.encode(data.read(spec.train, "train"), spec, tokenizer, 64)
+    assert tokenizer.decode(encoded["input_ids"][0], skip_special_tokens=True).strip() == "copy: the car"
+    assert tokenizer.decode(encoded["labels"][0], skip_special_tokens=True).strip() == "the hat"
