@@ -1,37 +1,59 @@
-"""The `pipeline` command through its real entry point."""
+"""The `pipeline` command through its real entry point (a subprocess, as a user runs it)."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+import torch
+import yaml
+
+from pipeline.testing import sentiment
+
 EXAMPLES = Path(__file__).parents[1] / "examples"
 
 
-def pipeline(*args):
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], capture_output=True, text=True)
+def pipeline(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "pipeline.cli", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd)
+
+
+@pytest.fixture
+def spec_file(models, tmp_path):
+    """A spec file for a short LoRA classification run on the tiny BERT, data beside it."""
+    for name, rows in (("train.jsonl", sentiment(64)), ("test.jsonl", sentiment(16, 1))):
+        (tmp_path / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    spec = {"base": models["bert"], "train": "train.jsonl", "validation": "test.jsonl", "lora": True, "maxlength": 32,
+            "training": {"learning_rate": 1e-2, "num_train_epochs": 2}}
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
 
 
 def test_plan_as_text_shows_values_with_origins_and_fallbacks():
-    out = pipeline("plan", str(EXAMPLES / "classification.yaml"), "--hardware", "cpu")
+    out = pipeline("plan", EXAMPLES / "classification.yaml", "--hardware", "cpu")
     assert out.returncode == 0, out.stderr
     assert "training_args.use_cpu" in out.stdout and "hardware: no CUDA" in out.stdout
     assert "quantize: dropped, no CUDA" in out.stdout
 
 
-def test_plan_as_json_for_another_machine():
-    out = pipeline("plan", str(EXAMPLES / "classification.yaml"), "--hardware", "cuda-bf16", "--format", "json")
+def test_plan_as_json_for_another_machine_with_settings():
+    out = pipeline("plan", EXAMPLES / "classification.yaml", "--hardware", "cuda-bf16", "--format", "json",
+                   "--set", "lora.r=8", "--set", "training.learning_rate=1e-3")
     assert out.returncode == 0, out.stderr
     plan = json.loads(out.stdout)
     assert plan["quantization"]["bnb_4bit_quant_type"] == "nf4"
     assert plan["training_args"]["use_cpu"] is False
-    assert plan["provenance"]["lora.r"] == {"source": "seed", "reason": "seed default"}
+    assert plan["training_args"]["learning_rate"] == 1e-3
+    assert plan["lora"]["r"] == 8 and plan["lora"]["target_modules"] == "all-linear"  # the rest stay seed defaults
 
 
 def test_a_bad_spec_file_lists_every_problem_and_exits_2(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("base: m\ntrain: 3\ntraining: {learning_rte: 1}\n")
-    out = pipeline("plan", str(bad), "--hardware", "cpu")
+    out = pipeline("plan", bad, "--hardware", "cpu")
     assert out.returncode == 2
     assert f"{bad}: training.learning_rte: unknown TrainingArguments field; did you mean 'learning_rate'?" in out.stderr
     assert f"{bad}: train: expected a file path" in out.stderr
@@ -41,14 +63,78 @@ def test_a_bad_spec_file_lists_every_problem_and_exits_2(tmp_path):
 def test_debug_shows_the_traceback(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("- not a mapping\n")
-    out = pipeline("plan", str(bad), "--hardware", "cpu", "--debug")
+    out = pipeline("plan", bad, "--hardware", "cpu", "--debug")
     assert out.returncode != 0 and "Traceback" in out.stderr and "holds a mapping of fields" in out.stderr
+
+
+def test_schema_describes_spec_files():
+    out = pipeline("schema")
+    schema = json.loads(out.stdout)
+    assert {"base", "task", "train", "lora", "quantize", "training"} <= set(schema["properties"])
+
+
+def test_train_writes_a_run_folder_and_merge_serves_it(spec_file, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    out = pipeline("train", spec_file, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    (folder,) = (tmp_path / "runs").iterdir()
+    assert {"run.json", "spec.yaml", "plan.json", "metrics.json", "log_history.json", "loss.png",
+            "adapter_config.json", "config.json", "tokenizer.json"} <= {p.name for p in folder.iterdir()}
+    assert json.loads((folder / "run.json").read_text())["id"] == folder.name
+    assert "eval_loss" in json.loads((folder / "metrics.json").read_text())
+    assert "eval_loss" in out.stdout and folder.name in out.stdout
+    assert (folder / "loss.png").read_bytes()[:4] == b"\x89PNG"
+
+    merged = tmp_path / "merged"
+    assert pipeline("merge", folder, merged).returncode == 0
+    config = AutoConfig.from_pretrained(folder)
+    base_path = json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"]
+    base = AutoModelForSequenceClassification.from_pretrained(base_path, config=config)
+    adapted = PeftModel.from_pretrained(base, folder).eval()
+    plain = AutoModelForSequenceClassification.from_pretrained(merged).eval()
+    batch = AutoTokenizer.from_pretrained(merged)(["the car was great", "the hat was awful"], padding=True,
+                                                  return_tensors="pt")
+    with torch.no_grad():
+        torch.testing.assert_close(plain(**batch).logits, adapted(**batch).logits, rtol=1e-4, atol=1e-5)
+    assert plain.config.id2label == {0: "negative", 1: "positive"}
+
+    again = pipeline("train", spec_file, "--set", "lora.r=4", "--output", folder, cwd=tmp_path)
+    assert again.returncode == 2 and "from a different spec" in again.stderr and "--force" in again.stderr
+
+
+def test_merge_refuses_a_folder_without_an_adapter(tmp_path):
+    out = pipeline("merge", tmp_path, tmp_path / "out")
+    assert out.returncode == 2 and "holds no LoRA adapter" in out.stderr
+
+
+def test_sweep_trains_the_grid_and_names_the_best(spec_file, tmp_path):
+    out = pipeline("sweep", spec_file, "--grid", "lora.r=4,8", "--grid", "training.learning_rate=1e-2,5e-3",
+                   "--output", tmp_path / "sweep", "--set", "training.num_train_epochs=1")
+    assert out.returncode == 0, out.stderr
+    table = (tmp_path / "sweep" / "results.csv").read_text().splitlines()
+    assert table[0].startswith("run,lora.r,training.learning_rate,train_loss,eval_loss")
+    assert len(table) == 5
+    assert (tmp_path / "sweep" / "results.md").read_text().startswith("| run | lora.r |")
+    assert "best run by eval_loss" in out.stdout
+    assert len([p for p in (tmp_path / "sweep").iterdir() if p.is_dir()]) == 4
+
+
+def test_diff_shows_spec_and_plan_changes_across_hardware(spec_file, tmp_path):
+    other = tmp_path / "other.yaml"
+    other.write_text(spec_file.read_text().replace("lora: true", "lora: true\nquantize: true"))
+    out = pipeline("diff", spec_file, other, "--hardware", "cpu", "--hardware-b", "cuda-bf16")
+    assert out.returncode == 0, out.stderr
+    assert "quantize" in out.stdout and "quantization.load_in_4bit" in out.stdout
+    assert re.search(r"training_args.use_cpu +true +false", out.stdout)
 
 
 def test_spec_file_data_paths_are_relative_to_the_file(tmp_path):
     from pipeline.files import load_spec
 
-    (tmp_path / "s.yaml").write_text("base: hub/model\ntrain: data/train.jsonl\n")
+    (tmp_path / "s.yaml").write_text("base: hub/model\ntrain: data/train.jsonl\ntraining: {learning_rate: 1e-3}\n")
     spec = load_spec(tmp_path / "s.yaml")
     assert spec.train == str(tmp_path / "data/train.jsonl")
     assert spec.base == "hub/model"  # no such folder: a hub id stays as it is
+    assert spec.training["learning_rate"] == 1e-3  # a number, not PyYAML's string

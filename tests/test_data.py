@@ -4,7 +4,7 @@ import json
 
 import pandas as pd
 import pytest
-from conftest import questions, sentences
+from pipeline.testing import questions, sentences
 from datasets import Dataset
 
 from pipeline import DataError, Spec

@@ -32,6 +32,7 @@ def test_seed_training_defaults_exactly():
         "log_level": "warning",
         "use_cpu": True,
         "train_sampling_strategy": "group_by_length",
+        "logging_steps": 0.02,
     }
 
 

@@ -10,7 +10,7 @@ PUBLIC = {
     "PipelineError", "Plan", "QUANTIZE_DEFAULTS", "Spec", "SpecError", "TASKS", "TRAINING_DEFAULTS",
     "TaskRule", "detect", "evolve", "lora_kwargs", "plan", "profile", "quantization_kwargs",
     "training_kwargs", "Parameters", "Run", "adapt", "fine_tune", "load", "load_spec", "quantize",
-    "start", "train",
+    "start", "train", "merge", "merge_dir", "run_id",
 }
 
 

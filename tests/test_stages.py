@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import questions, sentences, sentiment
+from pipeline.testing import questions, sentences, sentiment
 from toolz import compose_left
 
 from pipeline import Hardware, Spec, adapt, evolve, fine_tune, load, quantize, start

@@ -11,7 +11,8 @@ from .errors import DataError, HardwareError, PipelineError, SpecError
 from .hardware import PROFILES, Hardware, detect, profile
 from .files import load_spec
 from .specs import LORA_DEFAULTS, QUANTIZE_DEFAULTS, TRAINING_DEFAULTS, Spec
-from .stages import Parameters, Run, adapt, fine_tune, load, quantize, start, train
+from .runs import merge_dir, run_id
+from .stages import Parameters, Run, adapt, fine_tune, load, merge, quantize, start, train
 from .tasks import TASKS, TaskRule
 
 __all__ = [
@@ -39,10 +40,13 @@ __all__ = [
     "load",
     "load_spec",
     "lora_kwargs",
+    "merge",
+    "merge_dir",
     "plan",
     "profile",
     "quantization_kwargs",
     "quantize",
+    "run_id",
     "start",
     "train",
     "training_kwargs",

@@ -5,18 +5,26 @@ The only module that prints or exits.
 
 from __future__ import annotations
 
+import contextlib
+import csv
+import hashlib
+import itertools
 import json
+import logging
 import sys
+import time
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
+from .derive import Plan
 from .derive import plan as derive_plan
-from .errors import PipelineError
-from .files import load_spec
-from .hardware import PROFILES, detect, profile
+from .errors import PipelineError, SpecError
+from .files import load_spec, parse_settings
+from .hardware import PROFILES, Hardware, detect, profile
+from .specs import Spec
 
 app = typer.Typer(
     help=__doc__.splitlines()[0], no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False
@@ -31,27 +39,209 @@ def _commands() -> None:
 class Format(str, Enum):
     text = "text"
     json = "json"
+    yaml = "yaml"
 
 
-HardwareName = Annotated[
-    str,
-    typer.Option("--hardware", "-H", help=f"plan for: this machine ('detect'), or one of {', '.join(PROFILES)}"),
+SpecPath = Annotated[Path, typer.Argument(help="spec file (.yaml, .yml or .json)")]
+Settings = Annotated[
+    list[str] | None, typer.Option("--set", "-s", help="override a field: key=value, e.g. training.learning_rate=1e-3")
 ]
+HardwareName = Annotated[
+    str, typer.Option("--hardware", "-H", help=f"this machine ('detect'), or one of {', '.join(PROFILES)}")
+]
+Output = Annotated[Path | None, typer.Option("--output", "-o", help="run folder (default: runs/<run id>)")]
+Force = Annotated[bool, typer.Option("--force", help="train into a folder that holds a run of another spec")]
+
+
+def _machine(name: str) -> Hardware:
+    return detect() if name == "detect" else profile(name)
+
+
+def _table(rows: list[tuple[str, ...]], header: tuple[str, ...] | None = None) -> str:
+    """Rows as aligned text columns."""
+    rows = [header, *rows] if header else rows
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(str(cell).ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    if header:
+        lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _number(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 @app.command()
 def plan(
-    spec: Annotated[Path, typer.Argument(help="spec file (.yaml, .yml or .json)")],
+    spec: SpecPath,
     hardware: HardwareName = "detect",
+    settings: Settings = None,
     format: Annotated[Format, typer.Option("--format", "-f")] = Format.text,
 ) -> None:
     """Show every value a run would use and where it came from, without loading anything."""
-    machine = detect() if hardware == "detect" else profile(hardware)
-    result = derive_plan(load_spec(spec), machine)
-    if format is Format.json:
-        typer.echo(json.dumps(result.model_dump(mode="json"), indent=2))
-    else:
+    result = derive_plan(load_spec(spec, parse_settings(settings or [])), _machine(hardware))
+    if format is Format.text:
         typer.echo(str(result))
+        return
+    document = result.model_dump(mode="json")
+    if format is Format.json:
+        typer.echo(json.dumps(document, indent=2))
+    else:
+        import yaml
+
+        typer.echo(yaml.safe_dump(document, sort_keys=False), nl=False)
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of spec files, for editor completion and checks."""
+    typer.echo(json.dumps(Spec.model_json_schema(), indent=2))
+
+
+def _train(spec: Spec, hardware: Hardware, output: Path | None, force: bool) -> tuple[str, Path, Any]:
+    """Train one spec into its run folder; returns (run id, folder, finished run)."""
+    from .runs import guard, run_id, write_run
+    from ._frozen import evolve
+    from .stages import fine_tune, start
+
+    identity = run_id(spec, derive_plan(spec, hardware))
+    folder = Path(output or spec.training.get("output_dir") or Path("runs") / identity)
+    guard(folder, identity, force)
+    spec = evolve(spec, training={**spec.training, "output_dir": str(folder)})
+    typer.echo(f"run {identity} -> {folder}", err=True)
+    with contextlib.redirect_stdout(sys.stderr):  # the Trainer's progress; stdout carries the results
+        run = fine_tune(start(spec, hardware))
+    write_run(folder, identity, run)
+    return identity, folder, run
+
+
+def _logging() -> None:
+    logging.basicConfig(format="%(message)s", stream=sys.stderr)
+    logging.getLogger("pipeline").setLevel(logging.INFO)
+
+
+@app.command()
+def train(spec: SpecPath, settings: Settings = None, output: Output = None, force: Force = False) -> None:
+    """Fine-tune: runs load ▸ quantize ▸ adapt ▸ train and writes the run folder."""
+    _logging()
+    loaded = load_spec(spec, parse_settings(settings or []))
+    identity, folder, run = _train(loaded, detect(), output, force)
+    typer.echo(_table([(k, _number(v)) for k, v in run.metrics.items()], ("metric", "value")))
+    typer.echo(f"\nrun {identity}: model, spec, plan, metrics and loss.png in {folder}")
+
+
+def _grid(grids: list[str]) -> dict[str, list[Any]]:
+    parsed: dict[str, list[Any]] = {}
+    for grid in grids:
+        key, _, values = grid.partition("=")
+        if not values:
+            raise SpecError(f"--grid: expected key=v1,v2 (got {grid!r})")
+        parsed[key] = [parse_settings([f"{key}={v}"])[key] for v in values.split(",")]
+    return parsed
+
+
+@app.command()
+def sweep(
+    spec: SpecPath,
+    grid: Annotated[list[str], typer.Option("--grid", "-g", help="key=v1,v2: one axis of the grid")],
+    settings: Settings = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="sweep folder")] = None,
+    metric: Annotated[str | None, typer.Option(help="metric that picks the best run (default eval_loss)")] = None,
+    maximize: Annotated[bool, typer.Option(help="higher metric is better")] = False,
+    force: Force = False,
+) -> None:
+    """Train every combination of the grid; write a results table (CSV, Markdown) and name the best run."""
+    _logging()
+    axes = _grid(grid)
+    base = parse_settings(settings or [])
+    specs = [load_spec(spec, {**base, **dict(zip(axes, combo))}) for combo in itertools.product(*axes.values())]
+    key = hashlib.sha256(json.dumps([str(spec), base, axes], default=str).encode()).hexdigest()[:8]
+    folder = output or Path("runs") / f"sweep-{key}"
+    hardware = detect()
+    rows = []
+    for combo, one in zip(itertools.product(*axes.values()), specs):
+        started = time.perf_counter()
+        identity, _, run = _train_in(one, hardware, folder, force)
+        rows.append({"run": identity, **dict(zip(axes, combo)), **_final(run.metrics),
+                     "seconds": round(time.perf_counter() - started, 1)})
+    metric = metric or ("eval_loss" if all("eval_loss" in r for r in rows) else "train_loss")
+    _write_results(folder, rows)
+    typer.echo(_table([tuple(_number(v) for v in r.values()) for r in rows], tuple(rows[0])))
+    scored = [r for r in rows if metric in r]
+    if not scored:
+        raise SpecError(f"--metric: no run reported {metric!r} (they reported {sorted(rows[0])})")
+    best = (max if maximize else min)(scored, key=lambda r: r[metric])
+    typer.echo(f"\nbest run by {metric}: {best['run']} ({_number(best[metric])}); results in {folder}")
+
+
+def _train_in(spec: Spec, hardware: Hardware, folder: Path, force: bool) -> tuple[str, Path, Any]:
+    from .runs import run_id
+
+    identity = run_id(spec, derive_plan(spec, hardware))
+    return _train(spec, hardware, folder / identity, force)
+
+
+def _final(metrics: Any) -> dict[str, Any]:
+    """The metrics worth a column: losses and the user's eval metrics, not runtimes."""
+    skip = ("runtime", "per_second", "epoch", "total_flos")
+    return {k: v for k, v in metrics.items() if not any(s in k for s in skip)}
+
+
+def _write_results(folder: Path, rows: list[dict[str, Any]]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    with open(folder / "results.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_number(r.get(c, "")) for c in columns) + " |" for r in rows]
+    (folder / "results.md").write_text("\n".join(lines) + "\n")
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict) and value:
+        return {k: v for key, item in value.items() for k, v in _flatten(item, f"{prefix}{key}.").items()}
+    return {prefix.rstrip("."): value}
+
+
+@app.command()
+def diff(
+    a: Annotated[Path, typer.Argument(help="first spec file")],
+    b: Annotated[Path, typer.Argument(help="second spec file (may be the same file)")],
+    hardware: HardwareName = "detect",
+    hardware_b: Annotated[str | None, typer.Option("--hardware-b", help="machine for B (default: --hardware)")] = None,
+) -> None:
+    """Differences between two specs and between their plans (e.g. on two machines)."""
+    from .runs import spec_document
+
+    first, second = load_spec(a), load_spec(b)
+    plans: list[Plan] = [derive_plan(first, _machine(hardware)), derive_plan(second, _machine(hardware_b or hardware))]
+    for title, left, right in (
+        ("spec", spec_document(first), spec_document(second)),
+        ("plan", *(p.model_dump(mode="json", exclude={"provenance"}) for p in plans)),
+    ):
+        flat_a, flat_b = _flatten(left), _flatten(right)
+        rows = [
+            (key, json.dumps(flat_a.get(key, "-"), default=str), json.dumps(flat_b.get(key, "-"), default=str))
+            for key in sorted(set(flat_a) | set(flat_b))
+            if flat_a.get(key, "-") != flat_b.get(key, "-")
+        ]
+        typer.echo(f"{title}: " + ("no differences" if not rows else f"{len(rows)} differences"))
+        if rows:
+            typer.echo(_table(rows, ("field", "A", "B")))
+
+
+@app.command()
+def merge(
+    source: Annotated[Path, typer.Argument(help="a run folder or adapter folder")],
+    target: Annotated[Path, typer.Argument(help="where the merged model goes")],
+) -> None:
+    """Merge LoRA adapters into the base model for zero-overhead serving (plain transformers)."""
+    from .runs import merge_dir
+
+    merge_dir(source, target)
+    typer.echo(f"merged {source} into {target}: load it with AutoModel*.from_pretrained({str(target)!r})")
 
 
 def main() -> None:
@@ -66,6 +256,7 @@ def main() -> None:
             raise
         typer.echo(f"error: {e}", err=True)
         raise SystemExit(2) from None
+
 
 if __name__ == "__main__":
     main()

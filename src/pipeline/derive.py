@@ -54,6 +54,8 @@ def training_kwargs(spec: Spec, hardware: Hardware) -> Derived:
         ("seed", "seed default", TRAINING_DEFAULTS),
         ("hardware", device, {"use_cpu": not hardware.accelerator}),
     ]
+    # Log the loss ~50 times a run (a fraction of the total steps): enough for a loss curve.
+    layers.append(("pipeline", "a loss curve of about 50 points", {"logging_steps": 0.02}))
     if not rule.language_model or spec.merge is None:
         # Padding is the dominant cost on mixed-length text: batches of similar length pad little.
         layers.append(("task", "batches of similar length pad less", {"train_sampling_strategy": "group_by_length"}))

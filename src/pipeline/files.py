@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from .errors import SpecError
-from .specs import Spec
+from .specs import LORA_DEFAULTS, QUANTIZE_DEFAULTS, Spec
 
-__all__ = ["load_spec"]
+__all__ = ["load_spec", "parse_settings"]
 
 PATH_FIELDS = ("train", "validation")
 """Fields that always name a file; ``base``, ``generator`` and ``checkpoint`` may be hub ids."""
@@ -22,9 +22,62 @@ def _resolve(value: Any, folder: Path, always: bool) -> Any:
     return str(candidate) if always or candidate.exists() else value
 
 
-def load_spec(path: str | Path) -> Spec:
+def _yaml(text: str) -> Any:
+    """YAML with YAML 1.2 floats: ``1e-3`` is a number (PyYAML's 1.1 rules make it a string)."""
+    import re
+
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+    Loader.add_implicit_resolver(
+        "tag:yaml.org,2002:float",
+        re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
+        list("-+0123456789."),
+    )
+    return yaml.load(text, Loader=Loader)  # noqa: S506 (a SafeLoader)
+
+
+def parse_settings(settings: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """``["training.learning_rate=1e-3", "lora.r=8"]`` -> ``{dotted key: YAML-parsed value}``."""
+    import yaml
+
+    parsed = {}
+    for setting in settings:
+        key, sep, value = setting.partition("=")
+        if not sep or not key.strip():
+            raise SpecError(f"--set: expected key=value, e.g. training.learning_rate=1e-3 (got {setting!r})")
+        try:
+            parsed[key.strip()] = _yaml(value) if value.strip() else None
+        except yaml.YAMLError:
+            parsed[key.strip()] = value
+    return parsed
+
+
+# A dotted setting inside `lora: true` or `quantize: true` starts from the seed defaults.
+_SEEDED = {"lora": LORA_DEFAULTS, "quantize": QUANTIZE_DEFAULTS}
+
+
+def _set(data: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    node = data
+    for name in parents:
+        child = node.get(name)
+        if child is True and name in _SEEDED and node is data:
+            child = dict(_SEEDED[name])
+        elif not isinstance(child, dict):
+            child = {}
+        node[name] = child
+        node = child
+    node[leaf] = value
+
+
+def load_spec(path: str | Path, settings: dict[str, Any] | None = None) -> Spec:
     """Read a spec file (``.yaml``/``.yml``/``.json``); relative paths are taken from its folder.
 
+    ``settings`` (dotted keys, as from `parse_settings`) override the file's values.
     Raises `SpecError` with every problem prefixed by the file name.
     """
     path = Path(path)
@@ -36,15 +89,15 @@ def load_spec(path: str | Path) -> Spec:
         if path.suffix == ".json":
             data = json.loads(text)
         else:
-            import yaml
-
-            data = yaml.safe_load(text)
+            data = _yaml(text)
     except ValueError as e:  # json.JSONDecodeError and yaml.YAMLError's parse errors
         raise SpecError(f"{path}: not valid {path.suffix.lstrip('.').upper() or 'YAML'}: {e}") from None
     except Exception as e:  # yaml.YAMLError does not subclass ValueError
         raise SpecError(f"{path}: not valid YAML: {e}") from None
     if not isinstance(data, dict):
         raise SpecError(f"{path}: a spec file holds a mapping of fields (got {type(data).__name__})")
+    for dotted, value in (settings or {}).items():
+        _set(data, dotted, value)
     folder = path.parent
     for field in ("base", "generator", "checkpoint", *PATH_FIELDS):
         if field in data:

@@ -7,7 +7,7 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, WithJsonSchema, field_validator, model_validator
 
 from . import _fields
 from ._frozen import Frozen, FrozenDict, FrozenMapping, freeze
@@ -109,7 +109,16 @@ def _base(value: Any) -> Any:
     raise ValueError(f"expected a path, a hub id or a (model, tokenizer) pair (got {type(value).__name__})")
 
 
-DataSource = Annotated[Any, BeforeValidator(_data_source)]
+DataSource = Annotated[
+    Any,
+    BeforeValidator(_data_source),
+    WithJsonSchema(
+        {
+            "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "object"}}, {"type": "null"}],
+            "description": "a .jsonl/.json/.csv/.parquet file, or rows (in Python also a DataFrame or Dataset)",
+        }
+    ),
+]
 
 
 class Spec(Frozen):
@@ -119,7 +128,9 @@ class Spec(Frozen):
     ``training`` holds `TrainingArguments` overrides; unknown names are rejected.
     """
 
-    base: Annotated[Any, BeforeValidator(_base)]
+    base: Annotated[
+        Any, BeforeValidator(_base), WithJsonSchema({"type": "string", "description": "model folder or hub id"})
+    ]
     task: TaskName = "text-classification"
     train: DataSource
     validation: DataSource = None
@@ -138,8 +149,11 @@ class Spec(Frozen):
     lora: bool | FrozenMapping | None = None
     generator: str | None = None
     """token-detection: the generator (masked LM) model; defaults to ``base``."""
-    metrics: Callable[..., Any] | None = None
-    """A ``compute_metrics`` function for evaluation."""
+    metrics: Annotated[
+        Callable[..., Any] | str | None,
+        WithJsonSchema({"type": ["string", "null"], "description": "a compute_metrics function as 'module:name'"}),
+    ] = None
+    """A ``compute_metrics`` function for evaluation, or its import path ``"module:name"``."""
     training: FrozenMapping = Field(default_factory=FrozenDict)
 
     @field_validator("task", mode="before")

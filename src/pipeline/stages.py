@@ -23,7 +23,7 @@ from .hardware import Hardware, detect
 from .specs import Spec
 from .tasks import TASKS
 
-__all__ = ["Parameters", "Run", "adapt", "fine_tune", "load", "quantize", "start", "train"]
+__all__ = ["Parameters", "Run", "adapt", "fine_tune", "load", "merge", "quantize", "start", "train"]
 
 log = logging.getLogger("pipeline")
 
@@ -216,6 +216,19 @@ def _collator(run: Run) -> Any:
     return transformers.DataCollatorWithPadding(tokenizer)
 
 
+def _metrics(metrics: Any) -> Any:
+    """The ``compute_metrics`` callable, imported when given as ``"module:name"``."""
+    if not isinstance(metrics, str):
+        return metrics
+    import importlib
+
+    module, _, name = metrics.partition(":")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError) as e:
+        raise SpecError(f"metrics: cannot import {metrics!r} ({e}); give it as 'module:function'") from None
+
+
 def train(run: Run) -> Run:
     """Tokenize, train with the Trainer, evaluate on validation data, save when ``output_dir`` is set.
 
@@ -238,7 +251,7 @@ def train(run: Run) -> Run:
         eval_dataset=eval_set,
         processing_class=run.tokenizer,
         data_collator=_collator(run),
-        compute_metrics=spec.metrics,
+        compute_metrics=_metrics(spec.metrics),
     )
     resume = spec.checkpoint
     metrics = dict(trainer.train(resume_from_checkpoint=resume).metrics)
@@ -247,15 +260,50 @@ def train(run: Run) -> Run:
     if args.output_dir and args.should_save:
         _save(run.model, run.tokenizer, args.output_dir)
     run.model.eval()
-    log.info("metrics: %s", metrics)
+    log.debug("metrics: %s", metrics)
     history = tuple(FrozenDict(entry) for entry in trainer.state.log_history)
     return replace(run, metrics=FrozenDict(metrics), log_history=history)
 
 
 def _save(model: Any, tokenizer: Any, path: str) -> None:
-    """Model (or adapter) and tokenizer, each loadable with plain transformers / peft."""
+    """Model (or adapter) and tokenizer, each loadable with plain transformers / peft.
+
+    Beside an adapter goes the base model's config: its label names and task class,
+    which `pipeline merge` needs to rebuild the model.
+    """
     model.save_pretrained(path)
+    parts = _parts(model)
+    folders = [os.path.join(path, "generator"), path] if len(parts) == 2 else [path]  # as TokenDetection saves
+    for part, folder in zip(parts, folders):
+        if hasattr(part, "get_base_model"):
+            base = part.get_base_model()
+            base.config.architectures = [type(base).__name__]  # the task class, not the checkpoint's
+            base.config.save_pretrained(folder)
     tokenizer.save_pretrained(path)
+
+
+def merge(run: Run) -> Run:
+    """LoRA adapters merged into the base weights (``merge_and_unload``): a plain transformers model.
+
+    Identity without LoRA. Raises `SpecError` for a quantized model: merging into 4-bit
+    weights would round the adapters' update away.
+    """
+    if not run.plan.lora:
+        return run
+    if run.plan.quantization:
+        raise SpecError(
+            "merge: the model is quantized; merging adapters into 4-bit weights would round their update away. "
+            "Save the run (training.output_dir), then `pipeline merge DIR OUT`, which reloads the base "
+            "unquantized and merges there"
+        )
+    from .detection import TokenDetection
+
+    model = run.model
+    if isinstance(model, TokenDetection):
+        model = TokenDetection(model.generator.merge_and_unload(), model.discriminator.merge_and_unload())
+    else:
+        model = model.merge_and_unload()
+    return replace(run, model=model, parameters=_count(model))
 
 
 fine_tune = compose_left(load, quantize, adapt, train)

@@ -1,0 +1,140 @@
+"""Run identity and run directories: what a finished run leaves on disk, and adapter merging.
+
+A run directory holds the model (or adapter) and tokenizer, plus ``run.json`` (id),
+``spec.yaml``, ``plan.json``, ``metrics.json``, ``log_history.json`` and ``loss.png``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from ._frozen import thaw
+from .derive import Plan
+from .errors import SpecError
+from .specs import Spec, _kind
+
+__all__ = ["guard", "merge_dir", "run_id", "spec_document", "write_run"]
+
+
+def _plain(value: Any) -> Any:
+    """A spec value as plain data: live objects (frames, datasets, models, functions) by fingerprint."""
+    kind = _kind(value)
+    if kind == "frame":
+        import pandas as pd
+
+        return {"dataframe": int(pd.util.hash_pandas_object(value, index=False).sum() % 2**63)}
+    if kind == "dataset":
+        return {"dataset": value._fingerprint}
+    if isinstance(value, tuple) and len(value) == 2 and hasattr(value[0], "config"):
+        return {"model": getattr(value[0].config, "_name_or_path", type(value[0]).__name__)}
+    if callable(value):
+        return f"{value.__module__}.{value.__qualname__}"
+    return thaw(value)
+
+
+def spec_document(spec: Spec) -> dict[str, Any]:
+    """The spec as plain data (YAML/JSON-able), live objects replaced by what identifies them."""
+    return {name: _plain(value) for name, value in spec}
+
+
+def run_id(spec: Spec, plan: Plan) -> str:
+    """Short content hash of the normalised spec (data files by content) and its plan.
+
+    Where the run is written (``output_dir``) and whether it resumes (``checkpoint``)
+    do not change what it is, so they are left out.
+    """
+    document = spec_document(spec)
+    del document["checkpoint"]
+    document["training"].pop("output_dir", None)
+    for name in ("train", "validation"):
+        path = document[name]
+        if isinstance(path, str) and Path(path).is_file():
+            document[name] = {"file": path, "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest()}
+    planned = plan.model_dump(mode="json")
+    planned["training_args"].pop("output_dir", None)
+    planned["provenance"].pop("training_args.output_dir", None)
+    text = json.dumps({"spec": document, "plan": planned}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+def guard(folder: Path, identity: str, force: bool = False) -> None:
+    """Refuse to train into ``folder`` when it holds a run of a different spec, unless forced."""
+    marker = folder / "run.json"
+    if force or not marker.is_file():
+        return
+    held = json.loads(marker.read_text()).get("id")
+    if held != identity:
+        raise SpecError(
+            f"output: {folder} holds run {held}, from a different spec (this one is run {identity}); "
+            "resuming it would mix the two. Choose another output, or pass --force to train over it"
+        )
+
+
+def write_run(folder: Path, identity: str, run: Any) -> None:
+    """Write the run's record (id, spec, plan, metrics, log history, loss curve) into ``folder``."""
+    import yaml
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "run.json").write_text(json.dumps({"id": identity}, indent=2) + "\n")
+    (folder / "spec.yaml").write_text(yaml.safe_dump(spec_document(run.spec), sort_keys=False))
+    (folder / "plan.json").write_text(json.dumps(run.plan.model_dump(mode="json"), indent=2) + "\n")
+    (folder / "metrics.json").write_text(json.dumps(dict(run.metrics), indent=2) + "\n")
+    history = [dict(entry) for entry in run.log_history]
+    (folder / "log_history.json").write_text(json.dumps(history, indent=2) + "\n")
+    plot_losses(history, folder / "loss.png", title=f"run {identity}")
+
+
+def plot_losses(history: list[dict[str, Any]], path: Path, title: str) -> None:
+    """Train and eval loss over steps, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(6, 3.5), dpi=100)
+    for key, label in (("loss", "train loss"), ("eval_loss", "eval loss")):
+        points = [(e["step"], e[key]) for e in history if key in e and "step" in e]
+        if points:
+            steps, losses = zip(*points)
+            axes.plot(steps, losses, marker="o" if len(points) < 30 else None, label=label)
+    axes.set(xlabel="step", ylabel="loss", title=title)
+    axes.grid(alpha=0.3)
+    if axes.get_legend_handles_labels()[0]:
+        axes.legend()
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+
+
+def merge_dir(source: str | Path, target: str | Path) -> Path:
+    """Merge the LoRA adapter saved in ``source`` (a run or adapter folder) into its base.
+
+    The base is reloaded unquantized (merging into 4-bit weights would round the update
+    away); the merged model and tokenizer are written to ``target``, loadable with plain
+    transformers. Returns ``target``. Raises `SpecError` when ``source`` holds no adapter.
+    """
+    import transformers
+    from peft import PeftModel
+
+    source, target = Path(source), Path(target)
+    adapter = source / "adapter_config.json"
+    if not adapter.is_file():
+        raise SpecError(
+            f"merge: {source} holds no LoRA adapter (no adapter_config.json); "
+            "merge needs the output of a run trained with lora"
+        )
+    base_path = json.loads(adapter.read_text())["base_model_name_or_path"]
+    config = transformers.AutoConfig.from_pretrained(source if (source / "config.json").is_file() else base_path)
+    if getattr(config, "quantization_config", None):
+        del config.quantization_config  # reload the base in full precision, then merge
+    model_class = getattr(transformers, config.architectures[0])
+    base = model_class.from_pretrained(base_path, config=config)
+    merged = PeftModel.from_pretrained(base, source).merge_and_unload()
+    merged.save_pretrained(target)
+    transformers.AutoTokenizer.from_pretrained(source).save_pretrained(target)
+    if (source / "generator" / "adapter_config.json").is_file():
+        merge_dir(source / "generator", target / "generator")
+    return target

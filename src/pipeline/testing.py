@@ -1,0 +1,158 @@
+"""Tiny real models and toy data, built offline: for tests, examples and trying things out.
+
+``tiny_models(folder)`` writes small random BERT, Llama, BART and ELECTRA models with
+tokenizers trained on the toy corpus; each trains in about a second on a CPU.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+__all__ = ["questions", "sentences", "sentiment", "tiny_models"]
+
+COLORS = ["red", "blue", "green", "black", "white", "yellow"]
+THINGS = ["car", "house", "door", "ball", "hat", "boat"]
+GOOD = ["good", "great", "excellent", "lovely", "wonderful"]
+BAD = ["bad", "awful", "terrible", "horrible", "poor"]
+
+
+def sentences(n: int, seed: int = 0) -> list[str]:
+    """Short, regular sentences that a tiny model learns in a few steps."""
+    rnd = random.Random(seed)
+    return [
+        f"the {rnd.choice(THINGS)} is {rnd.choice(COLORS)} and the {rnd.choice(THINGS)} is {rnd.choice(COLORS)}"
+        for _ in range(n)
+    ]
+
+
+def sentiment(n: int, seed: int = 0) -> list[dict[str, str]]:
+    """Rows of ``text`` and a string ``label`` (``positive`` / ``negative``)."""
+    rnd = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        positive = rnd.random() < 0.5
+        word = rnd.choice(GOOD if positive else BAD)
+        rows.append({"text": f"the {rnd.choice(THINGS)} was {word}", "label": "positive" if positive else "negative"})
+    return rows
+
+
+def questions(n: int, seed: int = 0) -> list[dict[str, Any]]:
+    """SQuAD-style rows: ``question``, ``context`` and ``answers`` (``text``, ``answer_start``)."""
+    rnd = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        thing, color = rnd.choice(THINGS), rnd.choice(COLORS)
+        filler = " ".join(rnd.choice(THINGS) for _ in range(rnd.randint(0, 6)))
+        context = f"{filler} the {thing} is {color} . {filler}".strip()
+        answer = {"text": [color], "answer_start": [context.index(f"is {color}") + 3]}
+        rows.append({"question": f"what color is the {thing} ?", "context": context, "answers": answer})
+    return rows
+
+
+def _corpus() -> list[str]:
+    return (
+        sentences(300)
+        + [r["text"] for r in sentiment(300)]
+        + [f"{r['question']} {r['context']} copy :" for r in questions(100)]
+    )
+
+
+def _wordpiece(path: Path) -> Any:
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tok.train_from_iterator(_corpus(), trainers.WordPieceTrainer(vocab_size=200, special_tokens=specials))
+    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]
+    )
+    tok.decoder = decoders.WordPiece()
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]",
+        mask_token="[MASK]", model_max_length=128,
+    )
+    fast.save_pretrained(path)
+    return fast
+
+
+def _bpe(path: Path, *, pad: bool, wrap: bool) -> Any:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+    specials = ["<s>", "</s>", "<pad>", "<unk>", "<mask>"]
+    trainer = trainers.BpeTrainer(
+        vocab_size=300, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tok.train_from_iterator(_corpus(), trainer)
+    tok.decoder = decoders.ByteLevel()
+    if wrap:
+        bos, eos = tok.token_to_id("<s>"), tok.token_to_id("</s>")
+        tok.post_processor = processors.TemplateProcessing(
+            single="<s> $A </s>", special_tokens=[("<s>", bos), ("</s>", eos)]
+        )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>", mask_token="<mask>",
+        pad_token="<pad>" if pad else None, model_max_length=128, model_input_names=["input_ids", "attention_mask"],
+    )
+    fast.save_pretrained(path)
+    return fast
+
+
+def tiny_models(folder: str | Path) -> dict[str, str]:
+    """Write tiny random models into ``folder``; returns their paths by name.
+
+    ``bert`` (pre-training heads, for classification, masked LM and QA), ``llama``
+    (causal LM, a tokenizer without a pad token), ``bart`` (seq2seq), ``electra``
+    (discriminator, with its generator in ``electra/generator``). Hidden size 64: the
+    smallest width bitsandbytes 4-bit runs on a CPU.
+    """
+    from transformers import (
+        BartConfig,
+        BartForConditionalGeneration,
+        BertConfig,
+        BertForPreTraining,
+        ElectraConfig,
+        ElectraForMaskedLM,
+        ElectraForPreTraining,
+        LlamaConfig,
+        LlamaForCausalLM,
+        set_seed,
+    )
+
+    set_seed(0)
+    root = Path(folder)
+    paths = {name: root / name for name in ("bert", "llama", "bart", "electra")}
+    small = dict(
+        hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128, max_position_embeddings=128
+    )
+    wordpiece = _wordpiece(paths["bert"])
+    BertForPreTraining(BertConfig(vocab_size=len(wordpiece), **small)).save_pretrained(paths["bert"])
+
+    electra = ElectraConfig(vocab_size=len(wordpiece), embedding_size=64, **small)
+    for path, model_class in ((paths["electra"], ElectraForPreTraining), (paths["electra"] / "generator", ElectraForMaskedLM)):
+        _wordpiece(path)
+        model_class(electra).save_pretrained(path)
+
+    causal = _bpe(paths["llama"], pad=False, wrap=False)
+    LlamaForCausalLM(
+        LlamaConfig(vocab_size=len(causal), bos_token_id=causal.bos_token_id, eos_token_id=causal.eos_token_id, **small)
+    ).save_pretrained(paths["llama"])
+
+    s2s = _bpe(paths["bart"], pad=True, wrap=True)
+    ids = dict(pad_token_id=s2s.pad_token_id, bos_token_id=s2s.bos_token_id, eos_token_id=s2s.eos_token_id)
+    BartForConditionalGeneration(
+        BartConfig(
+            vocab_size=len(s2s), d_model=64, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+            decoder_attention_heads=2, encoder_ffn_dim=128, decoder_ffn_dim=128, max_position_embeddings=128,
+            decoder_start_token_id=s2s.eos_token_id, forced_eos_token_id=s2s.eos_token_id, **ids,
+        )
+    ).save_pretrained(paths["bart"])
+    return {name: str(path) for name, path in paths.items()}
