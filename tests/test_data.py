@@ -46,14 +46,36 @@ def test_a_missing_or_unknown_file_is_named(tmp_path):
 
 def test_missing_columns_name_the_columns_found():
     spec = Spec(base="m", train=ROWS, task="question-answering")
-    with pytest.raises(DataError) as e:
-        data.check_columns(Dataset.from_list(ROWS), spec, "train")
-    assert str(e.value) == (
+    assert data.problems(Dataset.from_list(ROWS), spec, "train") == [
         "train: missing columns ['question', 'context', 'answers'] for question-answering (found ['text', 'label']); "
         "rename them or set columns: ['question', 'context', 'answers']"
-    )
-    with pytest.raises(DataError, match="train: the dataset is empty"):
-        data.check_columns(Dataset.from_list([]), spec, "train")
+    ]
+    assert data.problems(Dataset.from_list([]), spec, "train") == ["train: the dataset is empty; give at least one row"]
+
+
+def test_rows_without_text_or_target_are_named():
+    rows = [{"source": "a", "target": "b"}, {"source": None, "target": ""}, {"source": "c", "target": None}]
+    spec = Spec(base="m", train=rows, task="sequence-sequence")
+    assert data.problems(data.read(spec.train, "train"), spec, "train") == [
+        "train: column 'source': row 1 without text (got None); fill or drop them",
+        "train: column 'target': rows 1, 2 without target (got ''); fill or drop them",
+    ]
+
+
+def test_qa_answers_outside_their_context_are_named_by_row():
+    rows = questions(3) + [{"question": "q ?", "context": "the car is red", "answers": {"text": ["green"],
+                                                                                        "answer_start": [0]}},
+                           {"question": "q ?", "context": "the car is red", "answers": {"text": ["red"],
+                                                                                        "answer_start": []}}]
+    spec = Spec(base="m", train=rows, task="question-answering")
+    found = data.problems(data.read(spec.train, "train"), spec, "train")
+    assert found[0].startswith("train: column 'answers': row 3: answer 'green' is not in its context at character 0")
+    assert found[1].startswith("train: column 'answers': row 4 is {'text': ['red'], 'answer_start': []}; expected")
+
+
+def test_columns_that_mix_types_are_a_data_error():
+    with pytest.raises(DataError, match="train: the rows do not make a table"):
+        data.read(Spec(base="m", train=[{"text": "a"}, {"text": {"b": 1}}]).train, "train")
 
 
 @pytest.mark.parametrize(

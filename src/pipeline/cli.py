@@ -11,6 +11,7 @@ import hashlib
 import itertools
 import json
 import logging
+import os
 import sys
 import time
 from enum import Enum
@@ -108,11 +109,18 @@ def _train(spec: Spec, hardware: Hardware, output: Path | None, force: bool) -> 
     folder = Path(output or spec.training.get("output_dir") or Path("runs") / identity)
     guard(folder, identity, force)
     spec = evolve(spec, training={**spec.training, "output_dir": str(folder)})
-    typer.echo(f"run {identity} -> {folder}", err=True)
+    if _main_process():
+        typer.echo(f"run {identity} -> {folder}", err=True)
     with contextlib.redirect_stdout(sys.stderr):  # the Trainer's progress; stdout carries the results
         run = fine_tune(start(spec, hardware))
-    write_run(folder, identity, run)
+    if _main_process():
+        write_run(folder, identity, run)
     return identity, folder, run
+
+
+def _main_process() -> bool:
+    """Rank 0 under torchrun / accelerate launch (always, in a single process): the one that writes."""
+    return os.environ.get("RANK", "0") == "0"
 
 
 def _logging() -> None:
@@ -126,6 +134,8 @@ def train(spec: SpecPath, settings: Settings = None, output: Output = None, forc
     _logging()
     loaded = load_spec(spec, parse_settings(settings or []))
     identity, folder, run = _train(loaded, detect(), output, force)
+    if not _main_process():
+        return
     typer.echo(_table([(k, _number(v)) for k, v in run.metrics.items()], ("metric", "value")))
     typer.echo(f"\nrun {identity}: model, spec, plan, metrics and loss.png in {folder}")
 
@@ -164,6 +174,8 @@ def sweep(
         identity, _, run = _train_in(one, hardware, folder, force)
         rows.append({"run": identity, **dict(zip(axes, combo)), **_final(run.metrics),
                      "seconds": round(time.perf_counter() - started, 1)})
+    if not _main_process():
+        return
     metric = metric or ("eval_loss" if all("eval_loss" in r for r in rows) else "train_loss")
     _write_results(folder, rows)
     typer.echo(_table([tuple(_number(v) for v in r.values()) for r in rows], tuple(rows[0])))

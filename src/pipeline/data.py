@@ -24,13 +24,17 @@ def read(source: Any, field: str) -> Any:
     """A `datasets.Dataset` from a file path, rows, a DataFrame or a Dataset (used as is)."""
     from datasets import Dataset
 
-    if isinstance(source, str):
-        return Dataset.from_list(_read_file(Path(source), field))
-    if _kind(source) == "frame":
-        return Dataset.from_pandas(source, preserve_index=False)
     if _kind(source) == "dataset":
         return source
-    return Dataset.from_list(thaw(source))
+    try:
+        if _kind(source) == "frame":
+            return Dataset.from_pandas(source, preserve_index=False)
+        return Dataset.from_list(_read_file(Path(source), field) if isinstance(source, str) else thaw(source))
+    except (ValueError, TypeError) as e:  # pyarrow: a column whose values mix types
+        raise DataError(
+            f"{field}: the rows do not make a table ({str(e).splitlines()[0]}); "
+            "give each column one type of value in every row"
+        ) from None
 
 
 def _read_file(path: Path, field: str) -> list[dict[str, Any]]:
@@ -65,17 +69,55 @@ def columns(spec: Spec) -> tuple[str | None, ...]:
     return given
 
 
-def check_columns(dataset: Any, spec: Spec, field: str) -> None:
-    """Raise `DataError` when ``dataset`` is empty or lacks a column the task reads."""
+def problems(dataset: Any, spec: Spec, field: str) -> list[str]:
+    """Everything wrong with ``dataset`` for ``spec.task`` that shows without a tokenizer.
+
+    Empty data, missing columns (naming those found), rows without text, QA answers that
+    are not in their context; each problem names the rows (the first few of them).
+    """
     if len(dataset) == 0:
-        raise DataError(f"{field}: the dataset is empty; give at least one row")
+        return [f"{field}: the dataset is empty; give at least one row"]
     wanted = [c for c in columns(spec) if c is not None]
     missing = [c for c in wanted if c not in dataset.column_names]
     if missing:
-        raise DataError(
+        return [
             f"{field}: missing column{'s' if len(missing) > 1 else ''} {missing} for {spec.task} "
             f"(found {dataset.column_names}); rename them or set columns: {wanted}"
-        )
+        ]
+    found = []
+    rule = TASKS[spec.task]
+    label = columns(spec)[-1] if spec.task in ("text-classification", "question-answering") else None
+    for column in (c for c in wanted if c != label):
+        bad = [i for i, text in enumerate(dataset[column]) if not isinstance(text, str) or not text.strip()]
+        if bad:
+            what = "target" if rule.name == "sequence-sequence" and column == wanted[-1] else "text"
+            found.append(
+                f"{field}: column {column!r}: {_rows(bad)} without {what} (got {dataset[column][bad[0]]!r}); "
+                "fill or drop them"
+            )
+    if spec.task == "question-answering" and not found:
+        question, context, answers = columns(spec)
+        for i, (answer, text) in enumerate(zip(dataset[answers], dataset[context])):
+            try:
+                start, value = _answer(answer, text)
+            except (KeyError, IndexError, TypeError, ValueError):
+                found.append(
+                    f"{field}: column {answers!r}: row {i} is {answer!r}; expected a string or "
+                    "{'text': [...], 'answer_start': [...]}"
+                )
+                continue
+            if start < 0 or text[start : start + len(value)] != value:
+                found.append(
+                    f"{field}: column {answers!r}: row {i}: answer {value!r} is not in its context at character "
+                    f"{start}; fix answer_start or the answer text"
+                )
+    return found[:20]
+
+
+def _rows(indices: list[int]) -> str:
+    shown = ", ".join(str(i) for i in indices[:5])
+    more = f" and {len(indices) - 5} more" if len(indices) > 5 else ""
+    return f"row{'s' if len(indices) > 1 else ''} {shown}{more}"
 
 
 # -- labels --------------------------------------------------------------------------------

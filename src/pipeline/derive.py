@@ -61,6 +61,12 @@ def training_kwargs(spec: Spec, hardware: Hardware) -> Derived:
         layers.append(("task", "batches of similar length pad less", {"train_sampling_strategy": "group_by_length"}))
     if spec.validation is not None:
         layers.append(("pipeline", "validation data given", {"eval_strategy": "epoch"}))
+    if hardware.processes > 1:
+        distributed: dict[str, Any] = {"ddp_find_unused_parameters": False}
+        if not rule.language_model and spec.task != "sequence-sequence":
+            # One loss per example: averaging "tokens" across processes would scale it by the world size.
+            distributed["average_tokens_across_devices"] = False
+        layers.append(("hardware", f"{hardware.processes} training processes (DDP)", distributed))
     layers.append(("user", "training", spec.training))
     kwargs, origins = _layered(*layers)
 

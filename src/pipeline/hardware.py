@@ -20,6 +20,8 @@ class Hardware(Frozen):
     """The accelerator trains in bfloat16 mixed precision (CUDA Ampere or newer, XPU)."""
     devices: int = Field(0, ge=0)
     """Number of accelerator devices (0 on a CPU)."""
+    processes: int = Field(1, ge=1)
+    """Training processes in all (``WORLD_SIZE`` under torchrun / accelerate launch)."""
     name: str = "cpu"
 
     @property
@@ -53,18 +55,22 @@ def profile(name: str) -> Hardware:
 
 
 def detect() -> Hardware:
-    """Describe this machine by asking torch (imports torch)."""
+    """Describe this machine by asking torch (imports torch), and the launcher's ``WORLD_SIZE``."""
+    import os
+
     import torch
 
+    processes = int(os.environ.get("WORLD_SIZE", "1"))
     if torch.cuda.is_available():
         return Hardware(
             cuda=True,
             bf16=torch.cuda.is_bf16_supported(),
             devices=torch.cuda.device_count(),
+            processes=processes,
             name=torch.cuda.get_device_name(0),
         )
     if hasattr(torch, "xpu") and torch.xpu.is_available():
-        return Hardware(xpu=True, bf16=True, devices=torch.xpu.device_count(), name="Intel XPU")
+        return Hardware(xpu=True, bf16=True, devices=torch.xpu.device_count(), processes=processes, name="Intel XPU")
     if torch.backends.mps.is_available():
-        return Hardware(mps=True, devices=1, name="Apple MPS")
-    return Hardware()
+        return Hardware(mps=True, devices=1, processes=processes, name="Apple MPS")
+    return Hardware(processes=processes)

@@ -8,9 +8,12 @@ imported inside the stages, never at module import.
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import os
+import shutil
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from toolz import compose_left
@@ -73,26 +76,18 @@ def _seed(run: Run) -> int:
 
 
 def load(run: Run | Spec) -> Run:
-    """Seed, read the data, then load the tokenizer and the model (4-bit when the plan says).
+    """Check and read the data, seed, then load the tokenizer and the model (4-bit when the plan says).
 
-    Accepts a `Spec` too (planned for this machine). Raises `DataError` before any model
-    loads when the data cannot be used.
+    Accepts a `Spec` too (planned for this machine). Raises `DataError` / `SpecError`
+    with every problem found (see `preflight`) before any model loads.
     """
     from transformers import set_seed
 
+    from .preflight import preflight
+
     run = run if isinstance(run, Run) else start(run)
     spec = run.spec
-    train_data = data.read(spec.train, "train")
-    data.check_columns(train_data, spec, "train")
-    eval_data = None
-    if spec.validation is not None:
-        eval_data = data.read(spec.validation, "validation")
-        data.check_columns(eval_data, spec, "validation")
-    labels = None
-    if spec.task == "text-classification":
-        column = data.columns(spec)[2]
-        values = list(train_data[column]) + (list(eval_data[column]) if eval_data is not None else [])
-        labels = data.labels(values, f"column {column!r}")
+    train_data, eval_data, labels = preflight(spec)
 
     set_seed(_seed(run))  # before the model is created, so its new weights are reproducible
     tokenizer, model = _load_pretrained(run, labels)
@@ -229,6 +224,30 @@ def _metrics(metrics: Any) -> Any:
         raise SpecError(f"metrics: cannot import {metrics!r} ({e}); give it as 'module:function'") from None
 
 
+def _checkpoint(checkpoint: str | bool | None, output_dir: str) -> str | None:
+    """The checkpoint to resume from: ``True`` means the latest *complete* one in ``output_dir``.
+
+    A run killed while writing a checkpoint leaves it without a readable trainer state
+    (the Trainer writes that last); such a folder is skipped. No complete checkpoint:
+    training starts from the beginning.
+    """
+    if checkpoint is not True:
+        return checkpoint or None
+    complete = []
+    for folder in Path(output_dir).glob("checkpoint-*"):
+        if not folder.name.rpartition("-")[2].isdigit():
+            continue
+        try:
+            json.loads((folder / "trainer_state.json").read_text())
+            complete.append(folder)
+        except (OSError, ValueError):
+            log.warning("skipping %s: incomplete (no readable trainer_state.json)", folder)
+    if not complete:
+        log.info("no complete checkpoint in %s; training from the start", output_dir)
+        return None
+    return str(max(complete, key=lambda f: int(f.name.rpartition("-")[2])))
+
+
 def train(run: Run) -> Run:
     """Tokenize, train with the Trainer, evaluate on validation data, save when ``output_dir`` is set.
 
@@ -253,8 +272,7 @@ def train(run: Run) -> Run:
         data_collator=_collator(run),
         compute_metrics=_metrics(spec.metrics),
     )
-    resume = spec.checkpoint
-    metrics = dict(trainer.train(resume_from_checkpoint=resume).metrics)
+    metrics = dict(trainer.train(resume_from_checkpoint=_checkpoint(spec.checkpoint, args.output_dir)).metrics)
     if eval_set is not None:
         metrics |= trainer.evaluate()
     if args.output_dir and args.should_save:
@@ -268,18 +286,33 @@ def train(run: Run) -> Run:
 def _save(model: Any, tokenizer: Any, path: str) -> None:
     """Model (or adapter) and tokenizer, each loadable with plain transformers / peft.
 
-    Beside an adapter goes the base model's config: its label names and task class,
-    which `pipeline merge` needs to rebuild the model.
+    Written whole into a staging folder first, then renamed into place file by file, so
+    a crash while writing leaves the previous output as it was. Beside an adapter goes
+    the base model's config: its label names and task class, which `pipeline merge` needs.
     """
-    model.save_pretrained(path)
+    staging = Path(path) / f".saving-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    model.save_pretrained(staging)
     parts = _parts(model)
-    folders = [os.path.join(path, "generator"), path] if len(parts) == 2 else [path]  # as TokenDetection saves
+    folders = [staging / "generator", staging] if len(parts) == 2 else [staging]  # as TokenDetection saves
     for part, folder in zip(parts, folders):
         if hasattr(part, "get_base_model"):
             base = part.get_base_model()
             base.config.architectures = [type(base).__name__]  # the task class, not the checkpoint's
             base.config.save_pretrained(folder)
-    tokenizer.save_pretrained(path)
+    tokenizer.save_pretrained(staging)
+    _move_into(staging, Path(path))
+
+
+def _move_into(source: Path, target: Path) -> None:
+    """Rename every file of ``source`` into ``target`` (atomic per file), then drop ``source``."""
+    target.mkdir(parents=True, exist_ok=True)
+    for item in sorted(source.iterdir()):
+        if item.is_dir():
+            _move_into(item, target / item.name)
+        else:
+            os.replace(item, target / item.name)
+    source.rmdir()
 
 
 def merge(run: Run) -> Run:

@@ -1,0 +1,117 @@
+"""Everything that can be checked before a model loads, checked before it loads.
+
+All problems are reported together, so one run finds them all.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from . import data
+from .errors import DataError, SpecError
+from .specs import Spec
+
+__all__ = ["preflight"]
+
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
+
+
+def preflight(spec: Spec) -> tuple[Any, Any, data.Labels | None]:
+    """Read and check the data and the model's whereabouts; returns (train, validation, labels).
+
+    Raises `DataError` (or `SpecError` when the data is fine) listing every problem found.
+    """
+    data_problems: list[str] = []
+    read: dict[str, Any] = {}
+    for field in ("train", "validation"):
+        source = getattr(spec, field)
+        if source is None:
+            continue
+        try:
+            dataset = data.read(source, field)
+        except DataError as e:
+            data_problems += e.problems
+            continue
+        found = data.problems(dataset, spec, field)
+        data_problems += found
+        read[field] = None if found else dataset
+
+    labels = None
+    if spec.task == "text-classification" and read and all(v is not None for v in read.values()):
+        column = data.columns(spec)[2]
+        values = [v for dataset in read.values() for v in dataset[column]]
+        try:
+            labels = data.labels(values, f"column {column!r}")
+        except DataError as e:
+            data_problems += e.problems
+
+    spec_problems = _model_problems(spec) + _metrics_problems(spec)
+    if data_problems:
+        raise DataError(data_problems + spec_problems)
+    if spec_problems:
+        raise SpecError(spec_problems)
+    return read.get("train"), read.get("validation"), labels
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+
+
+def _model_config(field: str, name: str, problems: list[str]) -> Any:
+    """The model's config (no weights), or None with the problem recorded."""
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            problems.append(f"{field}: {name!r} has no config.json; give a folder saved with save_pretrained")
+            return None
+    elif not HUB_ID.fullmatch(name):
+        problems.append(f"{field}: no such model folder {name!r}; check the path (spec files: relative to the file)")
+        return None
+    elif _offline():
+        from huggingface_hub import try_to_load_from_cache
+
+        if not isinstance(try_to_load_from_cache(name, "config.json"), str):
+            problems.append(
+                f"{field}: {name!r} is a hub id, but HF_HUB_OFFLINE is set and it is not in the local cache; "
+                "give a local model folder, or download it first with network access"
+            )
+            return None
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(name)
+    except (OSError, ValueError) as e:
+        problems.append(f"{field}: cannot load a model config from {name!r} ({str(e).splitlines()[0]})")
+        return None
+
+
+def _model_problems(spec: Spec) -> list[str]:
+    problems: list[str] = []
+    if isinstance(spec.base, tuple):
+        configs = [getattr(spec.base[0], "config", None)]
+    else:
+        configs = [_model_config("base", spec.base, problems)]
+        if spec.task == "token-detection" and spec.generator:
+            configs.append(_model_config("generator", spec.generator, problems))
+    for config in filter(None, configs):
+        positions = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+        if spec.maxlength and isinstance(positions, int) and spec.maxlength > positions:
+            problems.append(
+                f"maxlength: {spec.maxlength} is beyond the model's {positions} positions; "
+                f"use maxlength: {positions} or less"
+            )
+            break
+    return problems
+
+
+def _metrics_problems(spec: Spec) -> list[str]:
+    from .stages import _metrics
+
+    try:
+        _metrics(spec.metrics)
+    except SpecError as e:
+        return list(e.problems)
+    return []

@@ -1,0 +1,111 @@
+"""Crashes lose nothing, and the same spec scales out under torchrun."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+import torch
+import yaml
+
+from pipeline import Hardware, Spec, evolve, fine_tune, start
+from pipeline.testing import sentiment
+
+CPU = Hardware()
+
+
+def checkpointing_spec(models, output_dir):
+    return Spec(base=models["bert"], train=sentiment(256), lora=True, maxlength=16,
+                training={"output_dir": str(output_dir), "save_strategy": "steps", "save_steps": 4, "max_steps": 40,
+                          "per_device_train_batch_size": 8, "learning_rate": 1e-2, "disable_tqdm": True,
+                          "logging_strategy": "no"})
+
+
+def test_kill_9_mid_training_then_resume_gives_the_uninterrupted_weights(models, tmp_path):
+    """SIGKILL a real training process after its first checkpoint; resuming ends where a clean run ends."""
+    killed = tmp_path / "killed"
+    child = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {os.path.dirname(__file__)!r})
+        from test_reliability import checkpointing_spec
+        from pipeline import Hardware, fine_tune, start
+        fine_tune(start(checkpointing_spec({models!r}, {str(killed)!r}), Hardware()))
+    """)
+    process = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not (killed / "checkpoint-8" / "trainer_state.json").exists():
+        assert process.poll() is None, "the training process ended before it could be killed"
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (killed / "adapter_model.safetensors").exists()  # it really died mid-training
+
+    resumed = fine_tune(start(evolve(checkpointing_spec(models, killed), checkpoint=True), CPU))
+    clean = fine_tune(start(checkpointing_spec(models, tmp_path / "clean"), CPU))
+    for (name, a), (_, b) in zip(resumed.model.state_dict().items(), clean.model.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
+def test_an_incomplete_checkpoint_is_skipped_on_resume(models, tmp_path):
+    spec = checkpointing_spec(models, tmp_path)
+    fine_tune(start(evolve(spec, training={**spec.training, "max_steps": 8}), CPU))
+    shutil.copytree(tmp_path / "checkpoint-8", tmp_path / "checkpoint-12")
+    (tmp_path / "checkpoint-12" / "trainer_state.json").write_text('{"global_st')  # killed mid-write
+    resumed = fine_tune(start(evolve(spec, checkpoint=True, training={**spec.training, "max_steps": 12}), CPU))
+    assert resumed.log_history[-1]["step"] == 12
+
+
+def test_a_crash_mid_save_leaves_the_previous_output_loadable(models, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForSequenceClassification
+
+    from pipeline.stages import _save
+
+    spec = Spec(base=models["bert"], train=sentiment(32), lora=True,
+                training={"output_dir": str(tmp_path), "max_steps": 2, "disable_tqdm": True})
+    first = fine_tune(start(spec, CPU))
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+
+    second = fine_tune(start(evolve(spec, training={**spec.training, "output_dir": "", "max_steps": 6}), CPU))
+    tokenizer = second.tokenizer
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+
+    tokenizer.save_pretrained = crash  # the process dies after writing the weights, before the tokenizer
+    with pytest.raises(OSError, match="disk full"):
+        _save(second.model, tokenizer, str(tmp_path))
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
+
+    base = AutoModelForSequenceClassification.from_pretrained(models["bert"], num_labels=2)
+    reloaded = PeftModel.from_pretrained(base, tmp_path).eval()
+    batch = first.tokenizer(["the car was good"], return_tensors="pt")
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(**batch).logits, first.model(**batch).logits)
+
+
+def test_torchrun_two_processes_train_one_spec_and_only_rank_0_writes(models, tmp_path):
+    for name, rows in (("train.jsonl", sentiment(64)), ("test.jsonl", sentiment(16, 1))):
+        (tmp_path / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    spec = {"base": models["bert"], "train": "train.jsonl", "validation": "test.jsonl", "lora": True,
+            "maxlength": 32, "training": {"learning_rate": 1e-2, "num_train_epochs": 1}}
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+    out = subprocess.run([torchrun, "--nproc_per_node", "2", "-m", "pipeline.cli", "train", "spec.yaml",
+                          "--output", "run"], capture_output=True, text=True, cwd=tmp_path,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.count("train_loss") == 1  # one table: rank 0's
+    plan = json.loads((tmp_path / "run" / "plan.json").read_text())
+    assert plan["hardware"]["processes"] == 2
+    assert plan["training_args"]["average_tokens_across_devices"] is False
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert 0.5 < metrics["train_loss"] < 1.0  # two classes start near ln 2, not 2 x ln 2
+    history = json.loads((tmp_path / "run" / "log_history.json").read_text())
+    assert history[-1]["step"] == 4  # 64 rows, 8 a device, 2 devices; one process alone would take 8
