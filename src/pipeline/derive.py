@@ -88,6 +88,11 @@ def training_kwargs(spec: Spec, hardware: Hardware) -> Derived:
             f"training.save_strategy: checkpoints need somewhere to go (got save_strategy="
             f"{kwargs['save_strategy']!r} and no output_dir); set training.output_dir"
         )
+    if spec.checkpoint is True and not kwargs.get("output_dir"):
+        spec_problems.append(
+            "checkpoint: true resumes from the latest checkpoint in training.output_dir, which is not set; "
+            "set training.output_dir (and a save_strategy that writes checkpoints)"
+        )
     if spec_problems or hardware_problems:
         raise (SpecError if spec_problems else HardwareError)(hardware_problems + spec_problems)
     return kwargs, origins

@@ -49,6 +49,11 @@ def preflight(spec: Spec) -> tuple[Any, Any, data.Labels | None]:
             data_problems += e.problems
 
     spec_problems = _model_problems(spec) + _metrics_problems(spec)
+    if isinstance(spec.checkpoint, str) and not Path(spec.checkpoint).is_dir():
+        spec_problems.append(
+            f"checkpoint: no such checkpoint folder {spec.checkpoint!r}; "
+            "use checkpoint: true to resume from the latest one in training.output_dir"
+        )
     if data_problems:
         raise DataError(data_problems + spec_problems)
     if spec_problems:
