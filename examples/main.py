@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 
 import torch
-from make_models import main as make_models
 
+from make_models import main as make_models
 from pipeline import detect, evolve, fine_tune, load_spec, plan, start
 
 HERE = Path(__file__).parent

@@ -6,9 +6,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import pytest  # noqa: E402
+import pytest
 
-from pipeline.testing import questions, sentences, sentiment, tiny_models  # noqa: E402, F401
+from pipeline.testing import questions, sentences, sentiment, tiny_models  # noqa: F401
 
 
 @pytest.fixture(scope="session")

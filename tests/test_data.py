@@ -4,11 +4,10 @@ import json
 
 import pandas as pd
 import pytest
-from pipeline.testing import questions, sentences
 from datasets import Dataset
 
-from pipeline import DataError, Spec
-from pipeline import data
+from pipeline import DataError, Spec, data
+from pipeline.testing import questions, sentences
 
 ROWS = [{"text": "the car is red", "label": "positive"}, {"text": "the hat is blue", "label": "negative"}]
 

@@ -1,8 +1,5 @@
 """The error catalogue: bad input gets our error, naming what is wrong and the fix, and loses nothing."""
 
-import json
-import os
-from pathlib import Path
 
 import pytest
 from datasets import Dataset, DatasetDict

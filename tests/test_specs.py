@@ -4,6 +4,7 @@ import copy
 
 import pandas as pd
 import pytest
+from pydantic import ValidationError
 from datasets import Dataset, DatasetDict
 
 from pipeline import Spec, SpecError, evolve
@@ -28,7 +29,7 @@ def test_specs_from_plain_values_hash_and_compare_by_value():
 
 def test_specs_are_immutable_inside_out():
     s = Spec(base="m", train=ROWS, training={"seed": 1})
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="frozen"):
         s.base = "other"
     with pytest.raises(TypeError):
         s.training["seed"] = 2

@@ -2,10 +2,10 @@
 
 import pytest
 import torch
-from pipeline.testing import questions, sentences, sentiment
 from toolz import compose_left
 
 from pipeline import Hardware, Spec, adapt, evolve, fine_tune, load, quantize, start
+from pipeline.testing import questions, sentences, sentiment
 
 CPU = Hardware()
 TEXTS = [{"text": t} for t in sentences(160)]

@@ -8,10 +8,10 @@ Specs say what a run wants, `plan` derives every config from a spec and the hard
 from ._frozen import FrozenDict, evolve
 from .derive import Origin, Plan, lora_kwargs, plan, quantization_kwargs, training_kwargs
 from .errors import DataError, HardwareError, PipelineError, SpecError
-from .hardware import PROFILES, Hardware, detect, profile
 from .files import load_spec
-from .specs import LORA_DEFAULTS, QUANTIZE_DEFAULTS, TRAINING_DEFAULTS, Spec
+from .hardware import PROFILES, Hardware, detect, profile
 from .runs import merge_dir, run_id
+from .specs import LORA_DEFAULTS, QUANTIZE_DEFAULTS, TRAINING_DEFAULTS, Spec
 from .stages import Parameters, Run, adapt, fine_tune, load, merge, quantize, start, train
 from .tasks import TASKS, TaskRule
 

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Annotated, Any, ClassVar, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
+from typing_extensions import Self
 
 from .errors import SpecError
 
@@ -102,7 +103,7 @@ class Frozen(BaseModel):
     __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]
 
     @classmethod
-    def model_validate(cls: type[M], obj: Any, **kwargs: Any) -> M:  # type: ignore[override]
+    def model_validate(cls, obj: Any, **kwargs: Any) -> Self:  # type: ignore[override]
         """Validate plain data (e.g. a parsed spec file) into this value."""
         try:
             return super().model_validate(obj, **kwargs)
@@ -110,7 +111,7 @@ class Frozen(BaseModel):
             raise cls._error(problems_of(e)) from None
 
     @classmethod
-    def model_validate_json(cls: type[M], json_data: str | bytes, **kwargs: Any) -> M:  # type: ignore[override]
+    def model_validate_json(cls, json_data: str | bytes, **kwargs: Any) -> Self:  # type: ignore[override]
         """Validate a JSON document into this value."""
         try:
             return super().model_validate_json(json_data, **kwargs)

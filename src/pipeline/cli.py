@@ -101,8 +101,8 @@ def schema() -> None:
 
 def _train(spec: Spec, hardware: Hardware, output: Path | None, force: bool) -> tuple[str, Path, Any]:
     """Train one spec into its run folder; returns (run id, folder, finished run)."""
-    from .runs import guard, run_id, write_run
     from ._frozen import evolve
+    from .runs import guard, run_id, write_run
     from .stages import fine_tune, start
 
     identity = run_id(spec, derive_plan(spec, hardware))

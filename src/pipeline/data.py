@@ -96,7 +96,7 @@ def problems(dataset: Any, spec: Spec, field: str) -> list[str]:
                 "fill or drop them"
             )
     if spec.task == "question-answering" and not found:
-        question, context, answers = columns(spec)
+        _, context, answers = columns(spec)
         for i, (answer, text) in enumerate(zip(dataset[answers], dataset[context])):
             try:
                 start, value = _answer(answer, text)

@@ -37,7 +37,7 @@ def _yaml(text: str) -> Any:
         re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
         list("-+0123456789."),
     )
-    return yaml.load(text, Loader=Loader)  # noqa: S506 (a SafeLoader)
+    return yaml.load(text, Loader=Loader)
 
 
 def parse_settings(settings: list[str] | tuple[str, ...]) -> dict[str, Any]:
@@ -85,15 +85,13 @@ def load_spec(path: str | Path, settings: dict[str, Any] | None = None) -> Spec:
         text = path.read_text()
     except OSError as e:
         raise SpecError(f"{path}: cannot read the spec file ({e.strerror})") from None
+    import yaml
+
     try:
-        if path.suffix == ".json":
-            data = json.loads(text)
-        else:
-            data = _yaml(text)
-    except ValueError as e:  # json.JSONDecodeError and yaml.YAMLError's parse errors
-        raise SpecError(f"{path}: not valid {path.suffix.lstrip('.').upper() or 'YAML'}: {e}") from None
-    except Exception as e:  # yaml.YAMLError does not subclass ValueError
-        raise SpecError(f"{path}: not valid YAML: {e}") from None
+        data = json.loads(text) if path.suffix == ".json" else _yaml(text)
+    except (ValueError, yaml.YAMLError) as e:
+        kind = "JSON" if path.suffix == ".json" else "YAML"
+        raise SpecError(f"{path}: not valid {kind}: {e}") from None
     if not isinstance(data, dict):
         raise SpecError(f"{path}: a spec file holds a mapping of fields (got {type(data).__name__})")
     for dotted, value in (settings or {}).items():

@@ -107,7 +107,7 @@ def _load_pretrained(run: Run, labels: data.Labels | None) -> tuple[Any, Any]:
         kwargs: dict[str, Any] = labels.config() if labels else {}
         if run.plan.quantization:
             kwargs["quantization_config"] = transformers.BitsAndBytesConfig(**thaw(run.plan.quantization))
-            kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", 0)) if run.hardware.cuda else "cpu"}
+            kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0")) if run.hardware.cuda else "cpu"}
         if spec.task == "token-detection":
             from .detection import TokenDetection
 
@@ -133,6 +133,15 @@ def _parts(model: Any) -> list[Any]:
     from .detection import TokenDetection
 
     return [model.generator, model.discriminator] if isinstance(model, TokenDetection) else [model]
+
+
+def _each(model: Any, change: Any) -> Any:
+    """``model`` with ``change`` applied to each transformers model inside it."""
+    from .detection import TokenDetection
+
+    if isinstance(model, TokenDetection):
+        return TokenDetection(change(model.generator), change(model.discriminator))
+    return change(model)
 
 
 def quantize(run: Run) -> Run:
@@ -164,12 +173,8 @@ def adapt(run: Run) -> Run:
     if run.plan.lora:
         from peft import LoraConfig, get_peft_model
 
-        from .detection import TokenDetection
-
-        def wrap(part: Any) -> Any:  # a LoraConfig each: peft writes the base model's path into it
-            return get_peft_model(part, LoraConfig(**thaw(run.plan.lora)))
-
-        model = TokenDetection(wrap(model.generator), wrap(model.discriminator)) if isinstance(model, TokenDetection) else wrap(model)
+        # A LoraConfig each: peft writes the base model's path into it.
+        model = _each(model, lambda part: get_peft_model(part, LoraConfig(**thaw(run.plan.lora))))
     parameters = _count(model)
     log.info("%s", parameters)
     return replace(run, model=model, parameters=parameters)
@@ -193,8 +198,8 @@ def _maxlength(run: Run) -> int:
         return run.spec.maxlength
     limits = [run.tokenizer.model_max_length]
     for config in _configs(run.model):
-        limits += [getattr(config, name) for name in ("max_position_embeddings", "n_positions") if getattr(config, name, None)]
-    sane = [n for n in limits if n and n < 1_000_000]
+        limits += [getattr(config, name, None) for name in ("max_position_embeddings", "n_positions")]
+    sane = [n for n in limits if isinstance(n, int) and 0 < n < 1_000_000]  # tokenizers say 1e30 for "no limit"
     return min(sane) if sane else 512
 
 
@@ -329,13 +334,7 @@ def merge(run: Run) -> Run:
             "Save the run (training.output_dir), then `pipeline merge DIR OUT`, which reloads the base "
             "unquantized and merges there"
         )
-    from .detection import TokenDetection
-
-    model = run.model
-    if isinstance(model, TokenDetection):
-        model = TokenDetection(model.generator.merge_and_unload(), model.discriminator.merge_and_unload())
-    else:
-        model = model.merge_and_unload()
+    model = _each(run.model, lambda part: part.merge_and_unload())
     return replace(run, model=model, parameters=_count(model))
 
 

@@ -1,0 +1,1 @@
+"""Side-by-side benchmarks: pipeline vs hand-written Trainer code vs txtai's HFTrainer."""
