@@ -28,7 +28,7 @@ def run_job(models, task, lora, output_dir="", **training):
         extra = {**extra, "generator": f"{models['electra']}/generator"}
     spec = Spec(
         base=models[name], task=task, train=rows, validation=rows[:48], maxlength=32, lora=lora, **extra,
-        training={"learning_rate": 1e-2 if lora else 5e-3, "num_train_epochs": 4, "per_device_train_batch_size": 16,
+        training={"learning_rate": 1e-2 if lora else 2e-3, "num_train_epochs": 4, "per_device_train_batch_size": 16,
                   "eval_on_start": True, "logging_strategy": "no", "disable_tqdm": True,
                   "output_dir": str(output_dir), **training},
     )

@@ -58,7 +58,9 @@ def training_kwargs(spec: Spec, hardware: Hardware) -> Derived:
     layers.append(("pipeline", "a loss curve of about 50 points", {"logging_steps": 0.02}))
     if not rule.language_model or spec.merge is None:
         # Padding is the dominant cost on mixed-length text: batches of similar length pad little.
-        layers.append(("task", "batches of similar length pad less", {"train_sampling_strategy": "group_by_length"}))
+        layers.append(
+            ("task", "batches of similar length pad less (in shuffled order)", {"train_sampling_strategy": "group_by_length"})
+        )
     if spec.validation is not None:
         layers.append(("pipeline", "validation data given", {"eval_strategy": "epoch"}))
     if hardware.processes > 1:

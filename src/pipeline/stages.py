@@ -258,15 +258,13 @@ def train(run: Run) -> Run:
 
     Returns the run with the model in eval mode, its metrics and the log history.
     """
-    from transformers import Trainer
+    from ._trainer import Arguments, Trainer
 
     if run.model is None:
         raise SpecError("train: the run has no model; put load (and adapt) before train in the chain")
     spec, maxlength = run.spec, _maxlength(run)
     train_set = data.encode(run.train_data, spec, run.tokenizer, maxlength, run.labels)
     eval_set = data.encode(run.eval_data, spec, run.tokenizer, maxlength, run.labels) if run.eval_data else None
-    from ._arguments import Arguments
-
     args = Arguments(**thaw(run.plan.training_args))
     trainer = Trainer(
         model=run.model,

@@ -1,0 +1,52 @@
+"""Our `TrainingArguments` and `Trainer`: the library's, with two changes each named below.
+
+A module of its own so the Trainer can pickle the arguments class, and so that only the
+stages, which import it lazily, pay for importing transformers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+import transformers
+from transformers.trainer_pt_utils import LengthGroupedSampler
+
+
+class Arguments(transformers.TrainingArguments):
+    """`TrainingArguments` whose ``should_save`` is False when ``output_dir`` is empty (a transient model)."""
+
+    @property
+    def should_save(self) -> bool:
+        return bool(self.output_dir) and super().should_save
+
+
+class ShuffledBatches(torch.utils.data.Sampler):
+    """Length-grouped batches in shuffled order, the longest batch still first (out of memory early).
+
+    transformers' grouping sorts each mega-batch by length, so within an epoch the model
+    would see long texts, then ever shorter ones: a curriculum nobody asked for, which
+    costs accuracy when there are few epochs.
+    """
+
+    def __init__(self, grouped: LengthGroupedSampler, batch_size: int):
+        self.grouped, self.batch_size = grouped, batch_size
+
+    def __len__(self) -> int:
+        return len(self.grouped)
+
+    def __iter__(self) -> Iterator[int]:
+        indices = list(self.grouped)
+        batches = [indices[i : i + self.batch_size] for i in range(0, len(indices), self.batch_size)]
+        order = [0, *(torch.randperm(len(batches) - 1) + 1).tolist()] if batches else []
+        return iter([index for b in order for index in batches[b]])
+
+
+class Trainer(transformers.Trainer):
+    """The `Trainer`, with length-grouped batches in shuffled order (`ShuffledBatches`)."""
+
+    def _get_train_sampler(self, train_dataset=None):
+        sampler = super()._get_train_sampler(train_dataset)
+        if isinstance(sampler, LengthGroupedSampler):
+            return ShuffledBatches(sampler, self.args.train_batch_size * self.args.gradient_accumulation_steps)
+        return sampler
