@@ -99,14 +99,21 @@ def schema() -> None:
     typer.echo(json.dumps(Spec.model_json_schema(), indent=2))
 
 
-def _train(spec: Spec, hardware: Hardware, output: Path | None, force: bool) -> tuple[str, Path, Any]:
-    """Train one spec into its run folder; returns (run id, folder, finished run)."""
+def _train(
+    spec: Spec, hardware: Hardware, force: bool, output: Path | None = None, parent: Path | None = None
+) -> tuple[str, Path, Any]:
+    """Train one spec into its run folder: ``output``, else ``parent/<run id>`` (a sweep's runs),
+    else the spec's ``output_dir``, else ``runs/<run id>``. Returns (run id, folder, finished run).
+    """
     from ._frozen import evolve
     from .runs import guard, run_id, write_run
     from .stages import fine_tune, start
 
     identity = run_id(spec, derive_plan(spec, hardware))
-    folder = Path(output or spec.training.get("output_dir") or Path("runs") / identity)
+    if output or parent:
+        folder = Path(output or parent / identity)
+    else:
+        folder = Path(spec.training.get("output_dir") or Path("runs") / identity)
     guard(folder, identity, force)
     spec = evolve(spec, training={**spec.training, "output_dir": str(folder)})
     if _main_process():
@@ -133,7 +140,7 @@ def train(spec: SpecPath, settings: Settings = None, output: Output = None, forc
     """Fine-tune: runs load ▸ quantize ▸ adapt ▸ train and writes the run folder."""
     _logging()
     loaded = load_spec(spec, parse_settings(settings or []))
-    identity, folder, run = _train(loaded, detect(), output, force)
+    identity, folder, run = _train(loaded, detect(), force, output=output)
     if not _main_process():
         return
     typer.echo(_table([(k, _number(v)) for k, v in run.metrics.items()], ("metric", "value")))
@@ -171,7 +178,7 @@ def sweep(
     rows = []
     for combo, one in zip(itertools.product(*axes.values()), specs):
         started = time.perf_counter()
-        identity, _, run = _train_in(one, hardware, folder, force)
+        identity, _, run = _train(one, hardware, force, parent=folder)
         rows.append({"run": identity, **dict(zip(axes, combo)), **_final(run.metrics),
                      "seconds": round(time.perf_counter() - started, 1)})
     if not _main_process():
@@ -184,13 +191,6 @@ def sweep(
         raise SpecError(f"--metric: no run reported {metric!r} (they reported {sorted(rows[0])})")
     best = (max if maximize else min)(scored, key=lambda r: r[metric])
     typer.echo(f"\nbest run by {metric}: {best['run']} ({_number(best[metric])}); results in {folder}")
-
-
-def _train_in(spec: Spec, hardware: Hardware, folder: Path, force: bool) -> tuple[str, Path, Any]:
-    from .runs import run_id
-
-    identity = run_id(spec, derive_plan(spec, hardware))
-    return _train(spec, hardware, folder / identity, force)
 
 
 def _final(metrics: Any) -> dict[str, Any]:
