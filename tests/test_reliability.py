@@ -109,3 +109,16 @@ def test_torchrun_two_processes_train_one_spec_and_only_rank_0_writes(models, tm
     assert 0.5 < metrics["train_loss"] < 1.0  # two classes start near ln 2, not 2 x ln 2
     history = json.loads((tmp_path / "run" / "log_history.json").read_text())
     assert history[-1]["step"] == 4  # 64 rows, 8 a device, 2 devices; one process alone would take 8
+
+
+def test_accelerate_launch_runs_the_same_spec(models, tmp_path):
+    """One CPU process: accelerate runs several CPU processes only through MPI (torchrun above covers DDP)."""
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in sentiment(32)))
+    spec = {"base": models["bert"], "train": "train.jsonl", "lora": True, "maxlength": 32,
+            "training": {"max_steps": 2}}
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    accelerate = os.path.join(os.path.dirname(sys.executable), "accelerate")
+    out = subprocess.run([accelerate, "launch", "--cpu", "--num_processes", "1", "-m", "pipeline.cli", "train",
+                          "spec.yaml", "--output", "run"], capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["train_loss"] > 0
