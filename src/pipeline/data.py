@@ -99,17 +99,13 @@ def problems(dataset: Any, spec: Spec, field: str) -> list[str]:
         _, context, answers = columns(spec)
         for i, (answer, text) in enumerate(zip(dataset[answers], dataset[context])):
             try:
-                start, value = _answer(answer, text)
+                _answer(answer, text)
+            except AnswerMissing as e:
+                found.append(f"{field}: column {answers!r}: row {i}: {e}; fix answer_start or the answer text")
             except (KeyError, IndexError, TypeError, ValueError):
                 found.append(
                     f"{field}: column {answers!r}: row {i} is {answer!r}; expected a string or "
                     "{'text': [...], 'answer_start': [...]}"
-                )
-                continue
-            if start < 0 or text[start : start + len(value)] != value:
-                found.append(
-                    f"{field}: column {answers!r}: row {i}: answer {value!r} is not in its context at character "
-                    f"{start}; fix answer_start or the answer text"
                 )
     return found[:20]
 
@@ -176,9 +172,7 @@ def labels(values: list[Any], field: str) -> Labels:
 
 
 def _label_kind(value: Any) -> str | None:
-    if isinstance(value, bool):
-        return "int"
-    if isinstance(value, int):
+    if isinstance(value, int):  # bool too
         return "int"
     if isinstance(value, float):
         return "float"
@@ -195,14 +189,14 @@ def _label_kind(value: Any) -> str | None:
 def encode(dataset: Any, spec: Spec, tokenizer: Any, maxlength: int, labels: Labels | None = None) -> Any:
     """Tokenize ``dataset`` for ``spec.task`` (batched ``datasets.map``), unpadded."""
     cols = columns(spec)
-    process = {
-        "text-classification": lambda b: _classification(b, cols, tokenizer, maxlength, labels),
-        "language-generation": lambda b: _blocks(b, cols[0], tokenizer, maxlength, spec.merge),
-        "language-modeling": lambda b: _blocks(b, cols[0], tokenizer, maxlength, spec.merge),
-        "token-detection": lambda b: _blocks(b, cols[0], tokenizer, maxlength, spec.merge),
-        "question-answering": lambda b: _questions(b, cols, tokenizer, maxlength, spec.stride),
-        "sequence-sequence": lambda b: _sequences(b, cols, tokenizer, maxlength, spec.prefix),
-    }[spec.task]
+    if TASKS[spec.task].language_model:
+        process = lambda b: _blocks(b, cols[0], tokenizer, maxlength, spec.merge)
+    else:
+        process = {
+            "text-classification": lambda b: _classification(b, cols, tokenizer, maxlength, labels),
+            "question-answering": lambda b: _questions(b, cols, tokenizer, maxlength, spec.stride),
+            "sequence-sequence": lambda b: _sequences(b, cols, tokenizer, maxlength, spec.prefix),
+        }[spec.task]
     return dataset.map(
         process,
         batched=True,
@@ -254,14 +248,25 @@ def _sequences(batch, cols, tokenizer, maxlength, prefix):
     return encoded
 
 
+class AnswerMissing(ValueError):
+    """An answer that is not in its context where it says it is."""
+
+
 def _answer(answer: Any, context: str) -> tuple[int, str]:
-    """(start character, text) from a SQuAD-style answer dict or a plain answer string."""
+    """(start character, text) from a SQuAD-style answer dict or a plain answer string.
+
+    Raises `AnswerMissing` when the text is not at that place in ``context``, and
+    KeyError / IndexError / TypeError / ValueError for an answer of another shape.
+    """
     if isinstance(answer, str):
-        return context.find(answer), answer
-    texts, starts = answer["text"], answer["answer_start"]
-    if isinstance(texts, str):
-        return int(starts), texts
-    return int(starts[0]), texts[0]
+        start, text = context.find(answer), answer
+    elif isinstance(answer["text"], str):
+        start, text = int(answer["answer_start"]), answer["text"]
+    else:
+        start, text = int(answer["answer_start"][0]), answer["text"][0]
+    if start < 0 or context[start : start + len(text)] != text:
+        raise AnswerMissing(f"answer {text!r} is not in its context at character {start}")
+    return start, text
 
 
 def _questions(batch, cols, tokenizer, maxlength, stride):
@@ -291,12 +296,12 @@ def _questions(batch, cols, tokenizer, maxlength, stride):
         ids = encoded["input_ids"][i]
         cls = ids.index(tokenizer.cls_token_id) if tokenizer.cls_token_id in ids else 0
         sample = sample_of[i]
-        start_char, text = _answer(batch[answers][sample], contexts[sample])
-        if start_char < 0 or contexts[sample][start_char : start_char + len(text)] != text:
+        try:
+            start_char, text = _answer(batch[answers][sample], contexts[sample])
+        except AnswerMissing as e:
             raise DataError(
-                f"column {answers!r}: answer {text!r} is not in its context at character {start_char} "
-                f"(question {questions[sample]!r}); fix answer_start or the answer text"
-            )
+                f"column {answers!r}: {e} (question {questions[sample]!r}); fix answer_start or the answer text"
+            ) from None
         end_char = start_char + len(text)
         sequence = encoded.sequence_ids(i)
         side = 1 if right else 0

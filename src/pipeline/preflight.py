@@ -102,21 +102,37 @@ def _model_problems(spec: Spec) -> list[str]:
         if spec.task == "token-detection" and spec.generator:
             configs.append(_model_config("generator", spec.generator, problems))
     for config in filter(None, configs):
-        positions = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
-        if spec.maxlength and isinstance(positions, int) and spec.maxlength > positions:
+        limit = positions(config)
+        if spec.maxlength and limit and spec.maxlength > limit:
             problems.append(
-                f"maxlength: {spec.maxlength} is beyond the model's {positions} positions; "
-                f"use maxlength: {positions} or less"
+                f"maxlength: {spec.maxlength} is beyond the model's {limit} positions; use maxlength: {limit} or less"
             )
             break
     return problems
 
 
-def _metrics_problems(spec: Spec) -> list[str]:
-    from .stages import _metrics
+def positions(config: Any) -> int | None:
+    """How many token positions a model config allows, where it says."""
+    limit = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    return limit if isinstance(limit, int) else None
 
+
+def metrics_function(metrics: Any) -> Any:
+    """The ``compute_metrics`` callable, imported when given as ``"module:name"``."""
+    if not isinstance(metrics, str):
+        return metrics
+    import importlib
+
+    module, _, name = metrics.partition(":")
     try:
-        _metrics(spec.metrics)
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError) as e:
+        raise SpecError(f"metrics: cannot import {metrics!r} ({e}); give it as 'module:function'") from None
+
+
+def _metrics_problems(spec: Spec) -> list[str]:
+    try:
+        metrics_function(spec.metrics)
     except SpecError as e:
         return list(e.problems)
     return []

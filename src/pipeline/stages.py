@@ -196,9 +196,9 @@ def _maxlength(run: Run) -> int:
     """The spec's ``maxlength``, else what both the tokenizer and the model's positions allow."""
     if run.spec.maxlength:
         return run.spec.maxlength
-    limits = [run.tokenizer.model_max_length]
-    for config in _configs(run.model):
-        limits += [getattr(config, name, None) for name in ("max_position_embeddings", "n_positions")]
+    from .preflight import positions
+
+    limits = [run.tokenizer.model_max_length, *(positions(config) for config in _configs(run.model))]
     sane = [n for n in limits if isinstance(n, int) and 0 < n < 1_000_000]  # tokenizers say 1e30 for "no limit"
     return min(sane) if sane else 512
 
@@ -214,19 +214,6 @@ def _collator(run: Run) -> Any:
     if task == "sequence-sequence":
         return transformers.DataCollatorForSeq2Seq(tokenizer, model=run.model)
     return transformers.DataCollatorWithPadding(tokenizer)
-
-
-def _metrics(metrics: Any) -> Any:
-    """The ``compute_metrics`` callable, imported when given as ``"module:name"``."""
-    if not isinstance(metrics, str):
-        return metrics
-    import importlib
-
-    module, _, name = metrics.partition(":")
-    try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError, ValueError) as e:
-        raise SpecError(f"metrics: cannot import {metrics!r} ({e}); give it as 'module:function'") from None
 
 
 def _checkpoint(checkpoint: str | bool | None, output_dir: str) -> str | None:
@@ -259,6 +246,7 @@ def train(run: Run) -> Run:
     Returns the run with the model in eval mode, its metrics and the log history.
     """
     from ._trainer import Arguments, Trainer
+    from .preflight import metrics_function
 
     if run.model is None:
         raise SpecError("train: the run has no model; put load (and adapt) before train in the chain")
@@ -273,7 +261,7 @@ def train(run: Run) -> Run:
         eval_dataset=eval_set,
         processing_class=run.tokenizer,
         data_collator=_collator(run),
-        compute_metrics=_metrics(spec.metrics),
+        compute_metrics=metrics_function(spec.metrics),
     )
     metrics = dict(trainer.train(resume_from_checkpoint=_checkpoint(spec.checkpoint, args.output_dir)).metrics)
     if eval_set is not None:
