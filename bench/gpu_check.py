@@ -2,8 +2,8 @@
 
 Run on an NVIDIA machine (no network needed): bash bench/gpu_check.sh [OUT_FILE]
 Builds the model from a config (random weights), trains each way for 40 steps, and
-writes peak GPU memory, samples/s and the loss before and after, plus `plan` with
-`detect()` there, to one Markdown file. Takes about 2-4 minutes on one H100/H200.
+writes peak GPU memory (against `pipeline.estimate`), samples/s and the loss before
+and after, plus `plan` with `detect()` there, to one Markdown file. Takes about 2-4 minutes on one H100/H200.
 """
 
 from __future__ import annotations
@@ -49,11 +49,15 @@ def train(folder: Path, quantize: bool) -> dict:
                   "logging_steps": 5, "disable_tqdm": True},
     )
     started = time.perf_counter()
-    run = fine_tune(start(spec, detect()))
+    run = start(spec, detect())
+    estimate = run.plan.memory
+    run = fine_tune(run)
     losses = [e["loss"] for e in run.log_history if "loss" in e]
     return {
         "way": "QLoRA (NF4, seed defaults)" if quantize else "bf16 LoRA",
         "peak GPU memory (GiB)": f"{torch.cuda.max_memory_allocated() / 2**30:.2f}",
+        # max_memory_allocated counts tensors only: compare without the estimate's fixed CUDA overhead
+        "estimated tensors (GiB)": f"{(estimate.total - estimate.parts['overhead']) / 2**30:.2f}",
         "train samples/s": f"{run.metrics['train_samples_per_second']:.1f}",
         "loss first -> last": f"{losses[0]:.3f} -> {losses[-1]:.3f}",
         "seconds (load + train)": f"{time.perf_counter() - started:.0f}",

@@ -10,7 +10,8 @@ PUBLIC = {
     "PipelineError", "Plan", "QUANTIZE_DEFAULTS", "Spec", "SpecError", "TASKS", "TRAINING_DEFAULTS",
     "TaskRule", "detect", "evolve", "lora_kwargs", "plan", "profile", "quantization_kwargs",
     "training_kwargs", "Parameters", "Run", "adapt", "fine_tune", "load", "load_spec", "quantize",
-    "start", "train", "merge", "merge_dir", "run_id",
+    "start", "train", "merge", "merge_dir", "run_id", "Memory", "Shape", "Suggestion", "estimate", "shape",
+    "model_config",
 }
 
 
@@ -33,6 +34,9 @@ def test_import_and_plan_import_no_torch():
         "import sys, pipeline as p\n"
         "s = p.Spec(base='m', train=[{'text': 'a', 'label': 0}], quantize=True, lora=True)\n"
         "p.plan(s, p.profile('cuda-bf16')); p.plan(s, p.Hardware())\n"
+        "c = {'model_type': 'llama', 'vocab_size': 100, 'hidden_size': 64, 'num_hidden_layers': 2,\n"
+        "     'num_attention_heads': 4, 'intermediate_size': 128, 'max_position_embeddings': 512}\n"
+        "assert p.plan(s, p.profile('h100-80gb'), c).memory.fits\n"
         "heavy = {'torch', 'transformers', 'peft', 'bitsandbytes', 'datasets'}\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))\n"
     )

@@ -88,7 +88,7 @@ def test_qlora_on_a_cpu_end_to_end(models):
     """4-bit load ▸ k-bit preparation ▸ LoRA ▸ train, for real with bitsandbytes on the CPU."""
     spec = Spec(base=models["bert"], train=sentiment(160), validation=sentiment(48, 1), maxlength=32,
                 quantize=True, quantize_on_cpu=True, lora=True,
-                training={"learning_rate": 2e-2, "num_train_epochs": 4, "eval_on_start": True,
+                training={"learning_rate": 5e-3, "num_train_epochs": 4, "eval_on_start": True,
                           "logging_strategy": "no", "disable_tqdm": True})
     run = fine_tune(start(spec, CPU))
     assert any(type(m).__name__ == "Linear4bit" for m in run.model.modules())
@@ -134,7 +134,8 @@ def test_without_output_dir_nothing_touches_the_disk(models, tmp_path, monkeypat
 
 def test_fine_tune_takes_a_spec_and_plans_for_this_machine(models):
     run = fine_tune(Spec(base=models["bert"], train=sentiment(16), training={"max_steps": 1, "disable_tqdm": True}))
-    assert run.hardware == CPU and run.metrics["train_loss"] > 0
+    assert run.hardware == CPU.model_copy(update={"memory": run.hardware.memory}) and run.hardware.memory > 0
+    assert run.metrics["train_loss"] > 0
 
 
 def test_string_labels_are_saved_as_label_names(models, tmp_path):

@@ -6,10 +6,11 @@ Specs say what a run wants, `plan` derives every config from a spec and the hard
 """
 
 from ._frozen import FrozenDict, evolve
-from .derive import Origin, Plan, lora_kwargs, plan, quantization_kwargs, training_kwargs
+from .derive import Origin, Plan, estimate, lora_kwargs, plan, quantization_kwargs, training_kwargs
 from .errors import DataError, HardwareError, PipelineError, SpecError
-from .files import load_spec
+from .files import load_spec, model_config
 from .hardware import PROFILES, Hardware, detect, profile
+from .memory import Memory, Shape, Suggestion, shape
 from .runs import merge_dir, run_id
 from .specs import LORA_DEFAULTS, QUANTIZE_DEFAULTS, TRAINING_DEFAULTS, Spec
 from .stages import Parameters, Run, adapt, fine_tune, load, merge, quantize, start, train
@@ -25,16 +26,20 @@ __all__ = [
     "FrozenDict",
     "Hardware",
     "HardwareError",
+    "Memory",
     "Origin",
     "Parameters",
     "PipelineError",
     "Plan",
     "Run",
+    "Shape",
     "Spec",
     "SpecError",
+    "Suggestion",
     "TaskRule",
     "adapt",
     "detect",
+    "estimate",
     "evolve",
     "fine_tune",
     "load",
@@ -42,11 +47,13 @@ __all__ = [
     "lora_kwargs",
     "merge",
     "merge_dir",
+    "model_config",
     "plan",
     "profile",
     "quantization_kwargs",
     "quantize",
     "run_id",
+    "shape",
     "start",
     "train",
     "training_kwargs",

@@ -23,7 +23,7 @@ import typer
 from .derive import Plan
 from .derive import plan as derive_plan
 from .errors import PipelineError, SpecError
-from .files import load_spec, parse_settings
+from .files import load_spec, model_config, parse_settings
 from .hardware import PROFILES, Hardware, detect, profile
 from .specs import Spec
 
@@ -80,7 +80,8 @@ def plan(
     format: Annotated[Format, typer.Option("--format", "-f")] = Format.text,
 ) -> None:
     """Show every value a run would use and where it came from, without loading anything."""
-    result = derive_plan(load_spec(spec, parse_settings(settings or [])), _machine(hardware))
+    loaded = load_spec(spec, parse_settings(settings or []))
+    result = derive_plan(loaded, _machine(hardware), model_config(loaded.base))
     if format is Format.text:
         typer.echo(str(result))
         return
@@ -109,7 +110,7 @@ def _train(
     from .runs import guard, run_id, write_run
     from .stages import fine_tune, start
 
-    identity = run_id(spec, derive_plan(spec, hardware))
+    identity = run_id(spec, derive_plan(spec, hardware, model_config(spec.base)))
     if output or parent:
         folder = Path(output or parent / identity)
     else:
@@ -228,7 +229,10 @@ def diff(
     from .runs import spec_document
 
     first, second = load_spec(a), load_spec(b)
-    plans: list[Plan] = [derive_plan(first, _machine(hardware)), derive_plan(second, _machine(hardware_b or hardware))]
+    plans: list[Plan] = [
+        derive_plan(first, _machine(hardware), model_config(first.base)),
+        derive_plan(second, _machine(hardware_b or hardware), model_config(second.base)),
+    ]
     for title, left, right in (
         ("spec", spec_document(first), spec_document(second)),
         ("plan", *(p.model_dump(mode="json", exclude={"provenance"}) for p in plans)),

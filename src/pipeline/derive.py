@@ -12,10 +12,11 @@ from typing import Any, Literal
 from ._frozen import Frozen, FrozenDict, FrozenMapping
 from .errors import HardwareError, SpecError
 from .hardware import Hardware
+from .memory import Memory, Setup, Shape, memory, shape
 from .specs import LORA_DEFAULTS, QUANTIZE_DEFAULTS, TRAINING_DEFAULTS, Spec
 from .tasks import TASKS
 
-__all__ = ["Origin", "Plan", "lora_kwargs", "plan", "quantization_kwargs", "training_kwargs"]
+__all__ = ["Origin", "Plan", "estimate", "lora_kwargs", "plan", "quantization_kwargs", "training_kwargs"]
 
 Source = Literal["seed", "user", "task", "hardware", "pipeline"]
 
@@ -183,14 +184,20 @@ class Plan(Frozen):
     quantization: FrozenMapping | None
     lora: FrozenMapping | None
     provenance: FrozenMapping
+    maxlength: int | None = None
+    """Tokens per example (LM tasks: per block); ``None`` when neither the spec nor the model's config says."""
+    attention: str = "sdpa"
+    memory: Memory | None = None
+    """The estimated peak memory, when the model's config was given to `plan`."""
     notes: tuple[str, ...] = ()
 
     def __str__(self) -> str:
         rows = [("task", self.task, "spec")]
-        for key in ("model_class", "collator", "task_type"):
+        for key in ("model_class", "collator", "task_type", "maxlength", "attention"):
             value = getattr(self, key)
             if value is not None:
-                rows.append((key, value, "task"))
+                origin = self.provenance.get(key)
+                rows.append((key, str(value), f"{origin.source}: {origin.reason}" if origin else "task"))
         for section in ("training_args", "quantization", "lora"):
             values = getattr(self, section)
             if values is None:
@@ -203,13 +210,16 @@ class Plan(Frozen):
         value_width = min(max(len(value) for _, value, _ in rows), 40)
         lines = [f"plan for {self.hardware.name}"]
         lines += [f"  {name:<{width}}  {value:<{value_width}}  {why}".rstrip() for name, value, why in rows]
+        lines += self.memory.lines() if self.memory else ["memory  no estimate (the model's config.json was not read)"]
         lines += ["notes:"] + [f"  - {note}" for note in self.notes] if self.notes else []
         return "\n".join(lines)
 
 
-def plan(spec: Spec, hardware: Hardware) -> Plan:
+def plan(spec: Spec, hardware: Hardware, config: Mapping[str, Any] | None = None) -> Plan:
     """The exact configs ``spec`` runs with on ``hardware``, every value with its origin.
 
+    ``config``: the base model's ``config.json`` as a dict (`files.model_config` reads
+    it); with it the plan also holds the default ``maxlength`` and the memory estimate.
     Pure and cheap: no torch import, no I/O. Raises `HardwareError` or `SpecError`
     (with every problem found) for what cannot run there.
     """
@@ -235,15 +245,124 @@ def plan(spec: Spec, hardware: Hardware) -> Plan:
         provenance |= {f"{name}.{key}": origin for key, origin in origins.items()}
         notes += section_notes
     lora = results["lora"][0]
+    training, quantization = results["training_args"][0], results["quantization"][0]
+    provenance["attention"] = Origin(
+        source="pipeline", reason="needs least memory (no attention matrix kept); eager where a model lacks it"
+    )
+    maxlength, estimate = spec.maxlength, None
+    if spec.maxlength:
+        provenance["maxlength"] = Origin(source="user", reason="maxlength")
+    model = _shape(config, notes)
+    if model is not None:
+        def setup(length: int) -> Setup:
+            return _setup(spec, hardware, model, training, quantization, lora, length)
+
+        if maxlength is None and model.positions:
+            maxlength, reason = _default_maxlength(model, setup, hardware)
+            provenance["maxlength"] = Origin(source="pipeline", reason=reason)
+        if maxlength:
+            estimate = memory(model, setup(maxlength), hardware.available)
     return Plan(
         task=spec.task,
         hardware=hardware,
         model_class=rule.model_class,
         collator=rule.collator,
         task_type=lora["task_type"] if lora else None,
-        training_args=results["training_args"][0],
-        quantization=results["quantization"][0],
+        training_args=training,
+        quantization=quantization,
         lora=lora,
         provenance=FrozenDict(provenance),
+        maxlength=maxlength,
+        memory=estimate,
         notes=tuple(notes + _ignored(spec)),
     )
+
+
+LONGEST_DEFAULT = 2048
+"""The longest default ``maxlength``: a model's full context (131,072 tokens for Llama 3) rarely fits."""
+
+
+def _shape(config: Mapping[str, Any] | None, notes: list[str]) -> Shape | None:
+    if config is None:
+        return None
+    try:
+        return shape(config)
+    except (ValueError, TypeError) as e:
+        notes.append(f"memory: no estimate, the model's config.json is not one this reads ({e})")
+        return None
+
+
+def _default_maxlength(model: Shape, setup: Any, hardware: Hardware) -> tuple[int, str]:
+    """The model's positions, at most `LONGEST_DEFAULT`, halved (down to 128) until the estimate fits."""
+    length = min(model.positions or LONGEST_DEFAULT, LONGEST_DEFAULT)
+    reason = f"the model's {model.positions:,} positions"
+    if length < (model.positions or 0):
+        reason += f", capped at {LONGEST_DEFAULT}"
+    available = hardware.available
+    if available is not None:
+        first = length
+        while length > 128 and memory(model, setup(length)).total > available:
+            length //= 2
+        if length < first:
+            reason += f", halved to fit {available / 2**30:.1f} GiB"
+    return length, reason + "; set maxlength to choose"
+
+
+def _setup(
+    spec: Spec,
+    hardware: Hardware,
+    model: Shape,
+    training: Mapping[str, Any],
+    quantization: Mapping[str, Any] | None,
+    lora: Mapping[str, Any] | None,
+    tokens: int,
+) -> Setup:
+    """The numbers the memory estimate reads, from the derived configs."""
+    rule = TASKS[spec.task]
+    bits = None
+    if quantization:
+        bits = 4 if quantization.get("load_in_4bit") else 8
+    device = "cuda" if hardware.cuda else "mps" if hardware.mps else "xpu" if hardware.xpu else "cpu"
+    return Setup(
+        task=spec.task,
+        batch=int(training.get("per_device_train_batch_size", 8)),
+        accumulation=int(training.get("gradient_accumulation_steps", 1)),
+        tokens=tokens,
+        device=device,
+        lora_r=int(lora.get("r", 8)) if lora else None,
+        lora_targets=_targets(lora.get("target_modules")) if lora else "all-linear",
+        lora_dropout=float(lora.get("lora_dropout", 0.0)) if lora else 0.0,
+        quantized_bits=bits,
+        double_quant=bool(quantization.get("bnb_4bit_use_double_quant", False)) if quantization else False,
+        checkpointing=training.get("gradient_checkpointing"),
+        optimizer=str(training.get("optim", "adamw_torch_fused")),
+        mixed_precision=bool(training.get("bf16") or training.get("fp16")),
+        language_model=rule.language_model or spec.task == "sequence-sequence",
+        models=2 if spec.task == "token-detection" else 1,
+    )
+
+
+def _targets(value: Any) -> tuple[str, ...] | str:
+    if value is None:
+        return ("q_proj", "v_proj", "query", "value")  # peft's default for most models: attention q and v
+    if isinstance(value, str):
+        return value if value == "all-linear" else (value,)
+    return tuple(str(v) for v in value)
+
+
+def estimate(spec: Spec, hardware: Hardware, config: Mapping[str, Any] | None = None) -> Memory:
+    """The estimated peak memory of ``spec`` on ``hardware``, by part (see `pipeline.memory`).
+
+    ``config``: the base model's ``config.json`` as a dict; read from ``spec.base`` when
+    not given (the one file this reads). Raises `SpecError` when there is no config.
+    """
+    if config is None:
+        from .files import model_config
+
+        config = model_config(spec.base)
+    if config is None:
+        raise SpecError(f"base: no config.json found for {spec.base!r}; give the model's config as a dict")
+    result = plan(spec, hardware, config)
+    if result.memory is None:
+        raise SpecError(f"base: cannot estimate memory ({'; '.join(result.notes) or 'no maxlength'})")
+    return result.memory

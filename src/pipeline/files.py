@@ -9,7 +9,7 @@ from typing import Any
 from .errors import SpecError
 from .specs import LORA_DEFAULTS, QUANTIZE_DEFAULTS, Spec
 
-__all__ = ["load_spec", "parse_settings"]
+__all__ = ["load_spec", "model_config", "parse_settings"]
 
 PATH_FIELDS = ("train", "validation")
 """Fields that always name a file; ``base``, ``generator`` and ``checkpoint`` may be hub ids."""
@@ -104,3 +104,30 @@ def load_spec(path: str | Path, settings: dict[str, Any] | None = None) -> Spec:
         return Spec.model_validate(data)
     except SpecError as e:
         raise SpecError(f"{path}: {p}" for p in e.problems) from None
+
+
+def model_config(base: Any) -> dict[str, Any] | None:
+    """The model's ``config.json`` as a dict, without loading weights or torch; ``None`` if not found.
+
+    ``base`` is a model folder, a hub id already in the local cache, or a loaded
+    ``(model, tokenizer)`` pair (its ``config``).
+    """
+    if isinstance(base, tuple):
+        config = getattr(base[0], "config", None)
+        return config.to_dict() if hasattr(config, "to_dict") else None
+    path = Path(str(base)).expanduser() / "config.json"
+    if not path.is_file():
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = try_to_load_from_cache(str(base), "config.json")
+        except (ValueError, ImportError):  # not a valid hub id
+            return None
+        if not isinstance(cached, str):
+            return None
+        path = Path(cached)
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return config if isinstance(config, dict) else None

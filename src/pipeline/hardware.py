@@ -22,7 +22,16 @@ class Hardware(Frozen):
     """Number of accelerator devices (0 on a CPU)."""
     processes: int = Field(1, ge=1)
     """Training processes in all (``WORLD_SIZE`` under torchrun / accelerate launch)."""
+    memory: int | None = Field(None, ge=0)
+    """Bytes of memory: one accelerator's (GPU memory), or the system's RAM on a CPU; ``None``: unknown."""
     name: str = "cpu"
+
+    @property
+    def available(self) -> int | None:
+        """Bytes one training process may use: a device's memory, or its share of the RAM on a CPU."""
+        if self.memory is None:
+            return None
+        return self.memory if self.accelerator else self.memory // self.processes
 
     @property
     def accelerator(self) -> bool:
@@ -36,14 +45,24 @@ class Hardware(Frozen):
         return self
 
 
+GiB = 2**30
+
 PROFILES: dict[str, Hardware] = {
     "cpu": Hardware(),
     "cuda": Hardware(cuda=True, devices=1, name="CUDA GPU before Ampere (no bf16)"),
     "cuda-bf16": Hardware(cuda=True, bf16=True, devices=1, name="CUDA GPU, Ampere or newer"),
     "mps": Hardware(mps=True, devices=1, name="Apple MPS"),
     "xpu": Hardware(xpu=True, bf16=True, devices=1, name="Intel XPU"),
+    "t4-16gb": Hardware(cuda=True, devices=1, memory=15 * GiB, name="NVIDIA T4 16 GB (no bf16)"),
+    "rtx4090-24gb": Hardware(cuda=True, bf16=True, devices=1, memory=24 * GiB, name="24 GB card (RTX 3090/4090)"),
+    "a100-40gb": Hardware(cuda=True, bf16=True, devices=1, memory=40 * GiB, name="NVIDIA A100 40 GB"),
+    "a100-80gb": Hardware(cuda=True, bf16=True, devices=1, memory=80 * GiB, name="NVIDIA A100 80 GB"),
+    "h100-80gb": Hardware(cuda=True, bf16=True, devices=1, memory=80 * GiB, name="NVIDIA H100 80 GB"),
 }
-"""Named machines for planning elsewhere than here: ``pipeline plan --hardware cuda-bf16``."""
+"""Named machines for planning elsewhere than here: ``pipeline plan --hardware h100-80gb``.
+
+The bare kinds (``cpu``, ``cuda``, ...) leave the memory unknown; the cards carry theirs.
+"""
 
 
 def profile(name: str) -> Hardware:
@@ -61,16 +80,24 @@ def detect() -> Hardware:
     import torch
 
     processes = int(os.environ.get("WORLD_SIZE", "1"))
+    try:
+        ram: int | None = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # no sysconf (Windows)
+        ram = None
     if torch.cuda.is_available():
         return Hardware(
             cuda=True,
             bf16=torch.cuda.is_bf16_supported(),
             devices=torch.cuda.device_count(),
             processes=processes,
+            memory=torch.cuda.get_device_properties(0).total_memory,
             name=torch.cuda.get_device_name(0),
         )
     if hasattr(torch, "xpu") and torch.xpu.is_available():
-        return Hardware(xpu=True, bf16=True, devices=torch.xpu.device_count(), processes=processes, name="Intel XPU")
-    if torch.backends.mps.is_available():
-        return Hardware(mps=True, devices=1, processes=processes, name="Apple MPS")
-    return Hardware(processes=processes)
+        return Hardware(
+            xpu=True, bf16=True, devices=torch.xpu.device_count(), processes=processes,
+            memory=torch.xpu.get_device_properties(0).total_memory, name="Intel XPU",
+        )
+    if torch.backends.mps.is_available():  # unified memory: the system's RAM
+        return Hardware(mps=True, devices=1, processes=processes, memory=ram, name="Apple MPS")
+    return Hardware(processes=processes, memory=ram)

@@ -1,0 +1,477 @@
+"""How much memory a run needs, estimated purely from the model's ``config.json`` and the plan.
+
+Pure: plain dicts and numbers in, bytes out; no torch, no files (`files.model_config`
+reads the config, `derive.plan` calls `memory` with it). The formula, per part:
+
+- **weights**: parameters x bytes of the training dtype; 4-bit (NF4/FP4) linear layers
+  take half a byte per weight plus their block constants (one float32 per 64 weights,
+  or with double quantization one byte per 64 plus a float32 per 256 blocks); embeddings,
+  norms, heads and ``llm_int8_skip_modules`` stay unquantized (k-bit preparation makes
+  them float32).
+- **loading**: what loading holds beyond the weights: on a CPU, quantizing maps and
+  reads the whole float checkpoint.
+- **adapters**: LoRA's ``r x (in + out)`` per adapted linear layer, in float32.
+- **gradients** and **optimizer** state of the trainable parameters, by ``optim``:
+  AdamW 2 states of the parameter's size, 8-bit AdamW 2 bytes, SGD none, Adafactor a row
+  and a column per matrix.
+- **activations**: what autograd keeps per layer, per token: a multiple of the hidden
+  and intermediate widths (more with dropout, which keeps masks), plus the heads x
+  tokens attention matrix with the eager implementation (SDPA keeps none); with gradient
+  checkpointing one layer's input per layer and one whole layer being recomputed.
+- **logits**: batch x tokens x vocabulary for language models (the output, its float32
+  log-softmax kept for the loss, and its gradient); a few floats per example otherwise.
+- **overhead**: the framework's fixed cost on the device (CUDA context and allocator
+  cache on a GPU; on a CPU the data, the Trainer and the allocator's slack).
+
+The peak is weights + adapters + optimizer state + the larger of what the forward and
+backward pass hold (activations and logits) and what the optimizer step holds (all
+gradients): gradients are freed after each step, and fill as activations are freed.
+Loading peaks apart from training (weights + loading), and counts when it is higher.
+The constants are measured on real runs: ``bench/MEMORY.md`` holds the comparison.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from pydantic import computed_field
+
+from ._frozen import Frozen, FrozenDict, FrozenMapping
+
+__all__ = ["Memory", "Setup", "Shape", "Suggestion", "memory", "shape"]
+
+MiB, GiB = 2**20, 2**30
+DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8}
+GATED = {"llama", "mistral", "mixtral", "qwen2", "qwen3", "qwen2_moe", "gemma", "gemma2", "gemma3_text", "phi3",
+         "olmo", "olmo2", "granite", "cohere", "starcoder2", "stablelm", "smollm3", "t5", "mt5"}
+"""Model types whose MLP is gated (gate, up and down projections)."""
+OVERHEAD = {"cpu": 64 * MiB, "cuda": 1 * GiB, "mps": 512 * MiB, "xpu": 1 * GiB}
+"""Fixed cost per device kind: the data and Trainer on a CPU; CUDA context and allocator cache on a GPU."""
+EIGHT_BIT_OPTIMIZERS = ("8bit",)
+
+
+def _first(config: Mapping[str, Any], *names: str, default: Any = None) -> Any:
+    for name in names:
+        value = config.get(name)
+        if value is not None:
+            return value
+    return default
+
+
+class Shape(Frozen):
+    """A model's dimensions, as its ``config.json`` gives them (no weights read)."""
+
+    family: str
+    vocab: int
+    hidden: int
+    layers: int
+    """Transformer blocks in all (encoder and decoder)."""
+    cross: int = 0
+    """Blocks with cross-attention (a seq2seq decoder's)."""
+    heads: int
+    kv_heads: int
+    intermediate: int
+    positions: int | None = None
+    gated: bool = False
+    tied: bool = True
+    dropout: bool = False
+    """The model applies dropout in training (it keeps masks for the backward pass)."""
+    dtype: str = "float32"
+    """The checkpoint's dtype: what transformers loads it in."""
+    extra_embeddings: int = 0
+    """Embedding rows beyond the vocabulary (learned positions, token types)."""
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden // self.heads
+
+    def linears(self) -> dict[str, tuple[int, int, int]]:
+        """The linear layers inside the blocks: name -> (in, out, how many)."""
+        kv = self.kv_heads * self.head_dim
+        found = {
+            "q": (self.hidden, self.hidden, self.layers + self.cross),
+            "k": (self.hidden, kv, self.layers + self.cross),
+            "v": (self.hidden, kv, self.layers + self.cross),
+            "o": (self.hidden, self.hidden, self.layers + self.cross),
+            "up": (self.hidden, self.intermediate, self.layers),
+            "down": (self.intermediate, self.hidden, self.layers),
+        }
+        if self.gated:
+            found["gate"] = (self.hidden, self.intermediate, self.layers)
+        return found
+
+    def block_parameters(self) -> int:
+        """Weights of the linear layers inside the blocks (what 4-bit quantization stores in 4 bits)."""
+        return sum(i * o * n for i, o, n in self.linears().values())
+
+    def embedding_parameters(self) -> int:
+        return (self.vocab + self.extra_embeddings) * self.hidden
+
+    def other_parameters(self) -> int:
+        """Norms and biases inside the blocks (small)."""
+        return (self.layers + self.cross) * 6 * self.hidden
+
+
+def shape(config: Mapping[str, Any]) -> Shape:
+    """The `Shape` of a model from its ``config.json`` as a dict.
+
+    >>> s = shape({"model_type": "llama", "vocab_size": 100, "hidden_size": 64, "num_hidden_layers": 2,
+    ...            "num_attention_heads": 4, "intermediate_size": 128})
+    >>> s.gated, s.kv_heads, s.block_parameters()
+    (True, 4, 81920)
+    """
+    config = dict(config.get("text_config") or config) if "text_config" in config else dict(config)
+    family = str(config.get("model_type", ""))
+    hidden = int(_first(config, "hidden_size", "d_model", "n_embd", "dim", default=0))
+    encoder = _first(config, "encoder_layers", "num_layers")
+    decoder = _first(config, "decoder_layers", "num_decoder_layers")
+    if encoder and decoder:
+        layers, cross = int(encoder) + int(decoder), int(decoder)
+    else:
+        layers, cross = int(_first(config, "num_hidden_layers", "n_layer", "num_layers", default=0)), 0
+    heads = int(_first(config, "num_attention_heads", "n_head", "encoder_attention_heads", "num_heads", default=1))
+    intermediate = _first(config, "intermediate_size", "n_inner", "encoder_ffn_dim", "d_ff", "ffn_dim")
+    dropouts = ("hidden_dropout_prob", "attention_probs_dropout_prob", "dropout", "attention_dropout", "resid_pdrop",
+                "dropout_rate", "hidden_dropout")
+    positions = _first(config, "max_position_embeddings", "n_positions", "max_seq_len")
+    learned = family in ("bert", "roberta", "electra", "distilbert", "gpt2", "bart", "opt", "xlm-roberta", "mpnet")
+    activation = str(_first(config, "hidden_act", "activation_function", "feed_forward_proj", default=""))
+    if not hidden or not layers:
+        raise ValueError("config.json names no hidden size or layer count (hidden_size, num_hidden_layers)")
+    return Shape(
+        family=family,
+        vocab=int(_first(config, "vocab_size", default=0)),
+        hidden=hidden,
+        layers=layers,
+        cross=cross,
+        heads=heads,
+        kv_heads=int(_first(config, "num_key_value_heads", default=heads)),
+        intermediate=int(intermediate or 4 * hidden),
+        positions=int(positions) if positions else None,
+        gated=family in GATED or activation in ("silu", "swiglu") or activation.startswith("gated"),
+        tied=bool(config.get("tie_word_embeddings", True)),
+        dropout=any(float(config.get(name) or 0) > 0 for name in dropouts),
+        dtype=str(_first(config, "dtype", "torch_dtype", default="float32")).removeprefix("torch."),
+        extra_embeddings=(int(positions or 0) if learned else 0) + int(config.get("type_vocab_size") or 0),
+    )
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What a run does with the model, in the numbers the estimate needs (from the plan)."""
+
+    task: str
+    batch: int
+    tokens: int
+    """Tokens per example (maxlength)."""
+    device: str = "cpu"
+    lora_r: int | None = None
+    lora_targets: tuple[str, ...] | str = "all-linear"
+    lora_dropout: float = 0.0
+    quantized_bits: int | None = None
+    double_quant: bool = True
+    checkpointing: bool | None = None
+    """Gradient checkpointing; ``None``: the default, on for a quantized model (k-bit preparation)."""
+    optimizer: str = "adamw_torch_fused"
+    mixed_precision: bool = False
+    """bf16/fp16 autocast: activations in 2 bytes."""
+    language_model: bool = False
+    labels: int = 2
+    attention: str = "sdpa"
+    accumulation: int = 1
+    """Gradient accumulation steps (a smaller batch with more of them keeps the effective batch)."""
+    models: int = 1
+    """Models trained together (token detection: generator and discriminator)."""
+
+
+class Memory(Frozen):
+    """Estimated peak memory of one training process, by part, with the inputs of each part's formula.
+
+    ``parts`` maps a part (weights, adapters, gradients, optimizer, activations, logits,
+    overhead) to bytes; ``inputs`` says what each was computed from; ``available`` is
+    the hardware's memory for this process (``None``: unknown).
+    """
+
+    parts: FrozenMapping
+    inputs: FrozenMapping
+    available: int | None = None
+    suggestions: tuple[Suggestion, ...] = ()
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def total(self) -> int:
+        """The estimated peak: weights, adapters, optimizer and overhead, plus the larger of
+        (activations + logits) and gradients; or the loading peak, when that is higher."""
+        p = self.parts
+        steady = p["weights"] + p["adapters"] + p["optimizer"] + p["overhead"]
+        training = steady + max(p["activations"] + p["logits"], p["gradients"])
+        return max(training, p["weights"] + p["loading"] + p["overhead"])
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def fits(self) -> bool | None:
+        """Whether the estimate is within the available memory (``None`` when that is unknown)."""
+        return None if self.available is None else self.total <= self.available
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def margin(self) -> int | None:
+        """Available minus estimated bytes (negative: short by that much)."""
+        return None if self.available is None else self.available - self.total
+
+    def summary(self) -> str:
+        """One line: the total and whether it fits."""
+        total = f"about {_size(self.total)}"
+        if self.available is None:
+            return f"{total} (available memory unknown)"
+        if self.fits:
+            return f"{total} of {_size(self.available)}: fits ({_size(self.margin)} to spare)"
+        return f"{total} of {_size(self.available)}: does not fit ({_size(-self.margin)} short)"
+
+    def lines(self) -> list[str]:
+        """The estimate as text: total, parts with their inputs, suggestions."""
+        lines = [f"memory  {self.summary()}"]
+        width = max(len(name) for name in self.parts)
+        for name, size in self.parts.items():
+            lines.append(f"  {name:<{width}}  {_size(size):>9}  {self.inputs.get(name, '')}".rstrip())
+        if self.suggestions:
+            lines.append("  to fit, any one of:" if self.fits is False else "  changes:")
+            lines += [f"    {s}" for s in self.suggestions]
+        return lines
+
+
+class Suggestion(Frozen):
+    """A change to the spec (as ``--set`` settings) and the estimate with it."""
+
+    settings: FrozenMapping
+    total: int
+    why: str
+
+    def __str__(self) -> str:
+        sets = " ".join(f"--set {k}={_yaml(v)}" for k, v in self.settings.items())
+        return f"{sets}  -> about {_size(self.total)} ({self.why})"
+
+
+Memory.model_rebuild()
+
+
+def _yaml(value: Any) -> str:
+    return "true" if value is True else "false" if value is False else str(value)
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "?"
+    if abs(n) >= GiB:
+        return f"{n / GiB:.1f} GiB"
+    return f"{n / MiB:.0f} MiB"
+
+
+# -- the parts -------------------------------------------------------------------------------
+
+ALIASES = {
+    "q": ("q_proj", "query", "q", "q_lin", "c_attn", "qkv_proj", "Wqkv"),
+    "k": ("k_proj", "key", "k", "k_lin", "c_attn", "qkv_proj", "Wqkv"),
+    "v": ("v_proj", "value", "v", "v_lin", "c_attn", "qkv_proj", "Wqkv"),
+    "o": ("o_proj", "dense", "out_proj", "o", "out_lin", "c_proj", "output.dense", "attention.output.dense"),
+    "up": ("up_proj", "fc1", "wi", "wi_0", "lin1", "c_fc", "intermediate.dense", "gate_up_proj"),
+    "gate": ("gate_proj", "wi_1", "w1", "gate_up_proj"),
+    "down": ("down_proj", "fc2", "wo", "lin2", "c_proj", "output.dense", "dense"),
+}
+
+
+def _adapted(model: Shape, targets: tuple[str, ...] | str) -> dict[str, tuple[int, int, int]]:
+    """The block linears LoRA adapts: all of them for ``all-linear``, else those a target names."""
+    linears = model.linears()
+    if targets == "all-linear" or isinstance(targets, str):
+        return linears
+    names = {t.split(".")[-1] for t in targets} | set(targets)
+    return {key: shape for key, shape in linears.items() if names & set(ALIASES[key])}
+
+
+def _activations(model: Shape, setup: Setup, tokens: int) -> tuple[int, str]:
+    """Bytes autograd keeps for the backward pass, and how they were counted."""
+    size = 2 if setup.mixed_precision else DTYPE_BYTES.get(model.dtype, 4)
+    h, i, kv = model.hidden, model.intermediate, model.kv_heads * model.head_dim
+    # Per token per layer, in elements: the norms' inputs, the projections' inputs, q, k
+    # and v, the attention output, and the MLP's inner activations (gated: gate, up, their
+    # product and the activation function's output).
+    per_token = (6 * h + 2 * kv + 4 * i) if model.gated else (8 * h + 2 * i)
+    masks = 2 * h if model.dropout else 0  # one byte per element
+    layer = tokens * (per_token * size + masks)
+    # SDPA keeps no heads x tokens x tokens matrix, except on a CPU when the model drops
+    # attention weights out (it falls back to the plain math there), and eager never does.
+    matrix = setup.attention == "eager" or (setup.device == "cpu" and model.dropout)
+    attention = ""
+    if matrix:
+        per_score = 2 * size + (size + 1 if model.dropout else 0)  # scores, softmax; dropout's mask and output
+        layer += setup.batch * model.heads * setup.tokens**2 * per_score
+        attention = f" + heads {model.heads} x tokens^2 x {per_score} bytes (attention matrix)"
+    blocks = model.layers + model.cross
+    if _checkpointing(setup):
+        total = blocks * tokens * h * size + layer
+        how = f"{blocks} layer inputs x {tokens:,} tokens x {h} + one layer recomputed (checkpointing)"
+    else:
+        total = blocks * layer
+        how = f"{blocks} layers x {tokens:,} tokens x {per_token:,} values{attention}"
+    return total, how
+
+
+def _checkpointing(setup: Setup) -> bool:
+    return setup.checkpointing if setup.checkpointing is not None else bool(setup.quantized_bits)
+
+
+def _logits(model: Shape, setup: Setup, tokens: int) -> tuple[int, str]:
+    if setup.task in ("text-classification", "question-answering"):
+        return setup.batch * 64 * 4, "a few floats per example"
+    # The output in the training dtype, its float32 log-softmax kept for the loss, and its gradient.
+    size = 2 if setup.mixed_precision else DTYPE_BYTES.get(model.dtype, 4)
+    copies = 2 * 4 + size
+    return tokens * model.vocab * copies, f"{tokens:,} tokens x vocabulary {model.vocab:,} x {copies} bytes"
+
+
+def _optimizer_bytes(setup: Setup, trainable: int, matrices: list[tuple[int, int, int]], size: int) -> tuple[int, str]:
+    name = setup.optimizer
+    if "8bit" in name:
+        return trainable * 2, f"{name}: 2 bytes x {trainable:,} trainable"
+    if name.startswith("sgd") or name == "lomo":
+        return 0, f"{name}: no state (momentum 0)"
+    if "adafactor" in name:
+        factored = sum(n * (i + o) for i, o, n in matrices) * 4
+        return factored, f"{name}: a row and a column per matrix"
+    return 2 * trainable * size, f"{name}: 2 states x {trainable:,} trainable x {size} bytes"
+
+
+def memory(model: Shape, setup: Setup, available: int | None = None) -> Memory:
+    """The estimated peak memory of one training process for ``setup`` on ``model``.
+
+    ``available``: bytes the process may use (from `Hardware`); suggestions are made
+    when the estimate exceeds it.
+    """
+    parts, inputs = _parts(model, setup)
+    estimate = Memory(parts=parts, inputs=inputs, available=available)
+    if estimate.fits is False:
+        estimate = Memory(parts=parts, inputs=inputs, available=available, suggestions=_suggest(model, setup, available))
+    return estimate
+
+
+def _parts(model: Shape, setup: Setup) -> tuple[dict[str, int], dict[str, str]]:
+    dtype = model.dtype if model.dtype in DTYPE_BYTES else "float32"
+    size = DTYPE_BYTES[dtype]
+    tokens = setup.batch * setup.tokens
+    blocks = model.block_parameters()
+    embeddings = model.embedding_parameters()
+    head = 0 if model.tied or not setup.language_model else model.vocab * model.hidden
+    if setup.task == "text-classification":
+        head = model.hidden * (model.hidden + setup.labels)  # pooler and classifier
+    other = model.other_parameters() + embeddings + head
+    parameters = blocks + other
+    inputs: dict[str, str] = {}
+
+    if setup.quantized_bits:
+        per_weight = setup.quantized_bits / 8 + ((1 + 4 / 256) / 64 if setup.double_quant else 4 / 64)
+        weights = int(blocks * per_weight + other * 4)
+        inputs["weights"] = (
+            f"{blocks:,} block weights x {per_weight:.3f} bytes ({setup.quantized_bits}-bit"
+            f"{', double quant' if setup.double_quant else ''}) + {other:,} others (embeddings, norms, heads) x 4"
+        )
+
+    else:
+        weights = parameters * size
+        inputs["weights"] = f"{parameters:,} parameters x {size} bytes ({dtype})"
+    loading, inputs["loading"] = 0, "held only while loading: nothing beyond the weights"
+    if setup.quantized_bits and setup.device == "cpu":
+        # Quantizing on a CPU maps the float checkpoint and reads all of it (resident pages).
+        loading = parameters * size
+        inputs["loading"] = f"the {dtype} checkpoint, mapped while it is quantized ({parameters:,} x {size} bytes)"
+
+    matrices: list[tuple[int, int, int]]
+    if setup.lora_r:
+        adapted = _adapted(model, setup.lora_targets)
+        lora = sum(n * setup.lora_r * (i + o) for i, o, n in adapted.values())
+        trainable = lora + (head if setup.task == "text-classification" else 0)  # peft trains new heads in full
+        adapters = trainable * 4
+        inputs["adapters"] = f"r {setup.lora_r} x (in + out) of {sum(n for *_, n in adapted.values())} linears, float32"
+        grad_size = 4
+        matrices = [(i, setup.lora_r, n) for i, _, n in adapted.values()]
+    else:
+        trainable, adapters, grad_size = parameters, 0, size
+        inputs["adapters"] = "no LoRA"
+        matrices = list(model.linears().values())
+    gradients = trainable * grad_size
+    inputs["gradients"] = f"{trainable:,} trainable x {grad_size} bytes"
+    optimizer, inputs["optimizer"] = _optimizer_bytes(setup, trainable, matrices, grad_size)
+    activations, inputs["activations"] = _activations(model, setup, tokens)
+    logits, inputs["logits"] = _logits(model, setup, tokens)
+    overhead = OVERHEAD.get(setup.device, OVERHEAD["cpu"])
+    inputs["overhead"] = f"{setup.device}: fixed"
+    parts = {
+        "weights": weights,
+        "loading": loading,
+        "adapters": adapters,
+        "gradients": gradients,
+        "optimizer": optimizer,
+        "activations": activations,
+        "logits": logits,
+        "overhead": overhead,
+    }
+    if setup.models > 1:
+        parts = {k: v if k == "overhead" else v * setup.models for k, v in parts.items()}
+        inputs["overhead"] += f"; the rest x {setup.models} models trained together"
+    return parts, inputs
+
+
+def _total(model: Shape, setup: Setup) -> int:
+    return Memory(parts=_parts(model, setup)[0], inputs={}).total
+
+
+def _suggest(model: Shape, setup: Setup, available: int) -> tuple[Suggestion, ...]:
+    """Single changes that make ``setup`` fit ``available`` (or, if none does, the first ones together)."""
+    options: list[tuple[dict[str, Any], Setup, str]] = []
+    if not _checkpointing(setup):
+        options.append(({"training.gradient_checkpointing": True}, replace(setup, checkpointing=True),
+                         "recompute activations in the backward pass; about 20-30% slower"))
+    batch, accumulate = setup.batch, 1
+    while batch > 1:
+        batch, accumulate = batch // 2, accumulate * 2
+        smaller = replace(setup, batch=batch)
+        if _total(model, smaller) <= available or batch == 1:
+            options.append(({"training.per_device_train_batch_size": batch,
+                             "training.gradient_accumulation_steps": setup.accumulation * accumulate}, smaller,
+                            f"the same effective batch of {setup.batch * setup.accumulation}"))
+            break
+    if setup.device == "cuda" and not setup.quantized_bits:
+        quantized = replace(setup, quantized_bits=4, double_quant=True, lora_r=setup.lora_r or 16)
+        settings = {"quantize": True} if setup.lora_r else {"lora": True, "quantize": True}
+        options.append((settings, quantized, "QLoRA: 4-bit base weights"))
+    elif not setup.lora_r:
+        options.append(({"lora": True}, replace(setup, lora_r=16), "train adapters only: no gradients or optimizer state for the base"))
+    length = setup.tokens
+    while length > 64:
+        length //= 2
+        shorter = replace(setup, tokens=length)
+        if _total(model, shorter) <= available or length <= 64:
+            options.append(({"maxlength": length}, shorter, "longer texts are cut (or split into more blocks)"))
+            break
+    if "8bit" not in setup.optimizer and "adam" in setup.optimizer:
+        options.append(({"training.optim": "adamw_bnb_8bit"}, replace(setup, optimizer="adamw_bnb_8bit"),
+                         "optimizer state in 8 bits (bitsandbytes)"))
+    fitting = [(s, t, why) for s, t, why in options if _total(model, t) <= available]
+    if fitting:
+        chosen = fitting
+    else:  # none fits alone: all of them together
+        combined, settings = setup, {}
+        for s, t, _ in options:
+            settings |= s
+            combined = replace(
+                combined,
+                **{k: getattr(t, k) for k in ("checkpointing", "batch", "quantized_bits", "lora_r", "tokens", "optimizer")
+                   if getattr(t, k) != getattr(setup, k)},
+            )
+        chosen = [(settings, combined, "all of these together")] if settings else []
+    return tuple(
+        Suggestion(settings=FrozenDict(s), total=_total(model, t), why=why)
+        for s, t, why in sorted(chosen, key=lambda c: -_total(model, c[1]))
+    )

@@ -1,0 +1,85 @@
+"""LoRA dropout fused into lora_A: the same function and gradients as peft's, without the kept copies."""
+
+import pytest
+import torch
+
+from pipeline._lora import DropoutLinear, _Fused, _mask, lean_dropout
+
+
+def reference(x, weight, p, seed):
+    """Dropout with the same mask, then a linear layer, as plain autograd computes it."""
+    return torch.nn.functional.linear(x * _mask(x, p, seed), weight)
+
+
+@pytest.mark.parametrize("p", [0.05, 0.5])
+def test_same_output_and_gradients_as_dropout_then_linear(p):
+    torch.manual_seed(0)
+    x = torch.randn(3, 5, 8, requires_grad=True)
+    weight = torch.randn(4, 8, requires_grad=True)
+    out = _Fused.apply(x, weight, p, 1234)
+    expected = reference(x, weight, p, 1234)
+    assert torch.allclose(out, expected)
+    grad = torch.randn_like(out)
+    fused = torch.autograd.grad(out, (x, weight), grad)
+    plain = torch.autograd.grad(expected, (x, weight), grad)
+    for a, b in zip(fused, plain):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_masks_drop_the_expected_share_and_scale_the_rest():
+    mask = _mask(torch.empty(100_000), 0.2, 7)
+    assert abs((mask == 0).float().mean().item() - 0.2) < 0.01
+    assert torch.allclose(mask[mask > 0], torch.tensor(1 / 0.8))
+    assert torch.equal(mask, _mask(torch.empty(100_000), 0.2, 7))  # a seed always gives the same mask
+
+
+def test_eval_mode_is_the_plain_linear_and_training_is_reproducible():
+    linear = torch.nn.Linear(8, 4, bias=False)
+    fused = DropoutLinear(linear, 0.5)
+    x = torch.randn(2, 8)
+    fused.eval()
+    assert torch.equal(fused(x), linear(x))
+    fused.train()
+    torch.manual_seed(3)
+    first = fused(x)
+    torch.manual_seed(3)
+    assert torch.equal(first, fused(x))
+    assert fused.weight is linear.weight  # the same parameter: state dicts and merging are unchanged
+
+
+def test_mixed_precision_backward_under_autocast():
+    """bf16 autocast (as bf16 training runs) gives gradients in the parameters' dtype."""
+    x = torch.randn(4, 16, requires_grad=True)
+    layer = DropoutLinear(torch.nn.Linear(16, 8, bias=False), 0.1).train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = layer(x)
+    out.float().sum().backward()
+    assert layer.weight.grad.dtype == torch.float32 and x.grad.dtype == torch.float32
+    assert torch.isfinite(layer.weight.grad).all()
+
+
+def test_lean_dropout_on_a_peft_model_trains_saves_and_reloads(tmp_path):
+    from peft import AutoPeftModelForCausalLM, LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, max_position_embeddings=32)
+    LlamaForCausalLM(config).save_pretrained(tmp_path / "base")
+    model = get_peft_model(LlamaForCausalLM.from_pretrained(tmp_path / "base"),
+                           LoraConfig(task_type="CAUSAL_LM", r=4, target_modules="all-linear", lora_dropout=0.1))
+    assert lean_dropout(model) == 2 * 7
+    assert lean_dropout(model) == 0  # nothing left to fuse
+    ids = torch.randint(0, 64, (2, 16))
+    before = model.base_model.model.model.layers[0].self_attn.q_proj.lora_B["default"].weight.clone()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    model.train()
+    model(input_ids=ids, labels=ids).loss.backward()
+    optimizer.step()
+    after = model.base_model.model.model.layers[0].self_attn.q_proj.lora_B["default"].weight
+    assert not torch.equal(before, after)
+    model.eval()
+    model.save_pretrained(tmp_path / "adapter")
+    reloaded = AutoPeftModelForCausalLM.from_pretrained(tmp_path / "adapter").eval()
+    with torch.no_grad():
+        assert torch.allclose(model(input_ids=ids).logits, reloaded(input_ids=ids).logits, atol=1e-5)

@@ -1,0 +1,206 @@
+"""The memory estimate: arithmetic on hand-worked configs, monotonic properties, fit and advice."""
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipeline import Hardware, Spec, estimate, evolve, plan, profile, shape
+from pipeline.memory import GiB, MiB, OVERHEAD, Setup, memory
+
+TINY = {  # a Llama-style model small enough to work out on paper
+    "model_type": "llama", "vocab_size": 1000, "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+    "num_key_value_heads": 2, "intermediate_size": 128, "max_position_embeddings": 4096, "tie_word_embeddings": False,
+}
+BERT = {
+    "model_type": "bert", "vocab_size": 30522, "hidden_size": 384, "num_hidden_layers": 6, "num_attention_heads": 12,
+    "intermediate_size": 1536, "max_position_embeddings": 512, "type_vocab_size": 2, "hidden_dropout_prob": 0.1,
+    "attention_probs_dropout_prob": 0.1,
+}
+ROWS = [{"text": "a"}]
+
+
+def lm(**fields):
+    return Spec(base="m", task="language-generation", train=ROWS, **fields)
+
+
+def test_shape_reads_llama_and_bert_configs():
+    llama, bert = shape(TINY), shape(BERT)
+    assert (llama.gated, llama.kv_heads, llama.head_dim, llama.tied, llama.dropout) == (True, 2, 16, False, False)
+    # q, o: 64x64; k, v: 64x32; gate, up, down: 64x128; two layers
+    assert llama.block_parameters() == 2 * (2 * 64 * 64 + 2 * 64 * 32 + 3 * 64 * 128)
+    assert (bert.gated, bert.dropout, bert.extra_embeddings) == (False, True, 512 + 2)
+    assert bert.embedding_parameters() == (30522 + 514) * 384
+
+
+def test_parts_worked_out_by_hand_for_a_full_fine_tune():
+    """batch 2 x 16 tokens on the tiny Llama, float32, AdamW, on a CPU."""
+    m = shape(TINY)
+    parts = memory(m, Setup(task="language-generation", batch=2, tokens=16, language_model=True)).parts
+    blocks = 2 * (2 * 64 * 64 + 2 * 64 * 32 + 3 * 64 * 128)
+    parameters = blocks + 2 * 6 * 64 + 1000 * 64 + 1000 * 64  # norms, embeddings, untied head
+    assert parts["weights"] == parameters * 4
+    assert parts["gradients"] == parameters * 4
+    assert parts["optimizer"] == 2 * parameters * 4
+    per_token = 6 * 64 + 2 * 32 + 4 * 128  # gated: norms, q/k/v, attention output, MLP inner values
+    assert parts["activations"] == 2 * 32 * per_token * 4
+    assert parts["logits"] == 32 * 1000 * (2 * 4 + 4)
+    assert parts["overhead"] == OVERHEAD["cpu"]
+
+
+def test_lora_and_qlora_parts_worked_out_by_hand():
+    m = shape(TINY)
+    lora = memory(m, Setup(task="language-generation", batch=2, tokens=16, lora_r=4, language_model=True)).parts
+    adapted = 2 * 4 * ((64 + 64) * 2 + (64 + 32) * 2 + (64 + 128) * 2 + (128 + 64))  # r x (in + out), 7 linears
+    assert lora["adapters"] == adapted * 4
+    assert lora["gradients"] == adapted * 4 and lora["optimizer"] == 2 * adapted * 4
+    nf4 = memory(m, Setup(task="language-generation", batch=2, tokens=16, lora_r=4, quantized_bits=4,
+                          double_quant=False, language_model=True)).parts
+    blocks, others = m.block_parameters(), 2 * 6 * 64 + 2 * 1000 * 64
+    assert nf4["weights"] == int(blocks * (0.5 + 4 / 64) + others * 4)  # a float32 constant per 64 weights
+    double = memory(m, Setup(task="language-generation", batch=2, tokens=16, lora_r=4, quantized_bits=4,
+                             double_quant=True, language_model=True)).parts
+    assert double["weights"] < nf4["weights"]
+
+
+def test_checkpointing_keeps_one_input_per_layer_and_one_layer():
+    m = shape(TINY)
+    setup = Setup(task="language-generation", batch=2, tokens=16, language_model=True, checkpointing=True)
+    per_token = 6 * 64 + 2 * 32 + 4 * 128
+    assert memory(m, setup).parts["activations"] == 2 * 32 * 64 * 4 + 32 * per_token * 4
+
+
+def test_attention_matrix_counted_only_where_it_is_kept():
+    bert = shape(BERT)
+    cpu = memory(bert, Setup(task="text-classification", batch=8, tokens=512)).parts["activations"]
+    gpu = memory(bert, Setup(task="text-classification", batch=8, tokens=512, device="cuda")).parts["activations"]
+    assert cpu - gpu == 6 * 8 * 12 * 512**2 * 13  # CPU SDPA with attention dropout: scores, softmax, mask, output
+
+
+def test_optimizers():
+    m = shape(TINY)
+    base = Setup(task="language-generation", batch=1, tokens=8, language_model=True)
+    adam = memory(m, base).parts["optimizer"]
+    assert memory(m, Setup(**{**base.__dict__, "optimizer": "adamw_bnb_8bit"})).parts["optimizer"] == adam // 4
+    assert memory(m, Setup(**{**base.__dict__, "optimizer": "sgd"})).parts["optimizer"] == 0
+    assert 0 < memory(m, Setup(**{**base.__dict__, "optimizer": "adafactor"})).parts["optimizer"] < adam // 10
+
+
+def test_plan_shows_the_estimate_and_whether_it_fits():
+    spec = lm(maxlength=64, lora=True)
+    big = plan(spec, profile("h100-80gb"), TINY)
+    assert big.memory.fits and big.memory.margin > 78 * GiB
+    assert "fits" in str(big) and "activations" in str(big)
+    assert plan(spec, Hardware(), TINY).memory.fits is None  # the bare CPU profile has no memory size
+    assert plan(spec, Hardware()).memory is None and "no estimate" in str(plan(spec, Hardware()))
+    assert big.model_dump(mode="json")["memory"]["fits"] is True
+
+
+def test_suggestions_each_fit_and_use_settings_that_apply():
+    """A job 1.5x too big: every suggestion is one --set change whose own estimate fits."""
+    spec = lm(maxlength=512, training={"per_device_train_batch_size": 16})
+    total = estimate(spec, Hardware(), TINY).total
+    tight = Hardware(memory=int(total / 1.5))
+    result = plan(spec, tight, TINY).memory
+    assert result.fits is False and result.suggestions
+    assert "does not fit" in result.summary()
+    for suggestion in result.suggestions:
+        assert suggestion.total <= tight.memory
+        training = dict(spec.training)
+        changes = {}
+        for key, value in suggestion.settings.items():
+            if key.startswith("training."):
+                training[key.removeprefix("training.")] = value
+            else:
+                changes[key] = value
+        applied = evolve(spec, training=training, **changes)
+        assert estimate(applied, tight, TINY).total == suggestion.total
+
+
+def test_quantize_is_suggested_on_cuda_and_applies():
+    """A ~1B model in LoRA just too big for a card: QLoRA is among the changes, with its own estimate."""
+    big = {**TINY, "vocab_size": 32000, "hidden_size": 2048, "num_hidden_layers": 16, "num_attention_heads": 16,
+           "num_key_value_heads": 4, "intermediate_size": 5632}
+    spec = lm(maxlength=256, lora=True)
+    total = estimate(spec, profile("cuda-bf16"), big).total
+    card = Hardware(cuda=True, bf16=True, devices=1, memory=int(total * 0.9))
+    suggestions = plan(spec, card, big).memory.suggestions
+    qlora = next(s for s in suggestions if "quantize" in s.settings)
+    assert qlora.total == estimate(evolve(spec, quantize=True), card, big).total <= card.memory
+
+
+def test_default_maxlength_is_the_context_capped_and_halved_to_fit():
+    long = {**TINY, "max_position_embeddings": 131072}
+    assert plan(lm(), profile("h100-80gb"), long).maxlength == 2048
+    origin = plan(lm(), profile("h100-80gb"), long).provenance["maxlength"]
+    assert origin.source == "pipeline" and "capped" in origin.reason
+    small = Hardware(memory=OVERHEAD["cpu"] + 40 * MiB)
+    fitted = plan(lm(), small, long)
+    assert fitted.maxlength < 2048 and fitted.memory.fits and "halved" in fitted.provenance["maxlength"].reason
+    assert plan(lm(maxlength=100), small, long).maxlength == 100  # the user's value is never changed
+    assert plan(lm(), Hardware(), {**TINY, "max_position_embeddings": 512}).maxlength == 512
+
+
+def test_cpu_memory_is_shared_by_processes():
+    assert Hardware(memory=8 * GiB, processes=4).available == 2 * GiB
+    assert Hardware(cuda=True, devices=4, processes=4, memory=8 * GiB).available == 8 * GiB
+
+
+def test_estimate_reads_the_config_of_a_model_folder(models):
+    spec = Spec(base=models["bert"], train=ROWS, maxlength=32)
+    assert estimate(spec, Hardware()).parts["weights"] > 0
+
+
+def test_estimate_without_a_config_says_so():
+    with pytest.raises(ValueError, match="no config.json"):
+        estimate(Spec(base="/nowhere/model", train=ROWS), Hardware())
+
+
+setups = st.builds(
+    Setup,
+    task=st.sampled_from(["language-generation", "text-classification"]),
+    batch=st.integers(1, 64),
+    tokens=st.integers(1, 4096),
+    device=st.sampled_from(["cpu", "cuda"]),
+    lora_r=st.one_of(st.none(), st.integers(1, 16)),
+    quantized_bits=st.sampled_from([None, 4]),
+    checkpointing=st.sampled_from([None, False, True]),
+    optimizer=st.sampled_from(["adamw_torch_fused", "adamw_bnb_8bit", "sgd", "adafactor"]),
+    mixed_precision=st.booleans(),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(setups, st.sampled_from([TINY, BERT]))
+def test_more_work_never_lowers_the_estimate(setup, config):
+    """More batch, more tokens, no checkpointing, or full instead of LoRA (with AdamW): never less memory.
+
+    (LoRA's adapters are extra weights: with SGD, which keeps no state, a full fine-tune can need less.)
+    """
+    m = shape(config)
+    total = memory(m, setup).total
+    assert total > 0
+    grow = lambda **c: memory(m, Setup(**{**setup.__dict__, **c})).total  # noqa: E731
+    assert grow(batch=setup.batch + 1) >= total
+    assert grow(tokens=setup.tokens + 1) >= total
+    assert grow(checkpointing=False) >= total
+    if setup.lora_r and not setup.quantized_bits and "adam" in setup.optimizer:
+        assert grow(lora_r=None) >= total
+
+
+@pytest.mark.slow
+def test_estimate_has_the_order_of_magnitude_of_a_real_run(models):
+    """A tiny Llama trained for real: the estimate is within 4x of the tensors it held."""
+    import resource
+
+    from pipeline import fine_tune, start
+    from pipeline.testing import sentences
+
+    spec = Spec(base=models["llama"], task="language-generation", train=[{"text": t} for t in sentences(64)],
+                maxlength=64, training={"max_steps": 2, "per_device_train_batch_size": 8, "logging_strategy": "no"})
+    run = start(spec, Hardware())
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    fine_tune(run)
+    estimated = run.plan.memory.total - OVERHEAD["cpu"]
+    assert 0 < estimated < 64 * MiB  # a 0.2M-parameter model: weights, states and activations are small
+    peak_growth = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
+    assert peak_growth < 4 * run.plan.memory.total
