@@ -299,6 +299,7 @@ def _activations(model: Shape, setup: Setup, tokens: int) -> tuple[int, str]:
     # and v, the attention output, and the MLP's inner activations (gated: gate, up, their
     # product and the activation function's output).
     per_token = (6 * h + 2 * kv + 4 * i) if model.gated else (8 * h + 2 * i)
+    formula = "6 x hidden + 2 x kv + 4 x intermediate" if model.gated else "8 x hidden + 2 x intermediate"
     masks = 2 * h if model.dropout else 0  # one byte per element
     layer = tokens * (per_token * size + masks)
     # SDPA keeps no heads x tokens x tokens matrix, except on a CPU when the model drops
@@ -312,10 +313,10 @@ def _activations(model: Shape, setup: Setup, tokens: int) -> tuple[int, str]:
     blocks = model.layers + model.cross
     if _checkpointing(setup):
         total = blocks * tokens * h * size + layer
-        how = f"{blocks} layer inputs x {tokens:,} tokens x {h} + one layer recomputed (checkpointing)"
+        how = f"checkpointing: {blocks} layer inputs x {tokens:,} tokens x hidden {h} x {size} bytes + one layer{attention}"
     else:
         total = blocks * layer
-        how = f"{blocks} layers x {tokens:,} tokens x {per_token:,} values{attention}"
+        how = f"{blocks} layers x {tokens:,} tokens x ({formula} = {per_token:,}) x {size} bytes{attention}"
     return total, how
 
 
