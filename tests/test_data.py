@@ -47,7 +47,7 @@ def test_missing_columns_name_the_columns_found():
     spec = Spec(base="m", train=ROWS, task="question-answering")
     assert data.problems(Dataset.from_list(ROWS), spec, "train") == [
         "train: missing columns ['question', 'context', 'answers'] for question-answering (found ['text', 'label']); "
-        "rename them or set columns: ['question', 'context', 'answers']"
+        "rename the data's columns or set columns: ['question', 'context', 'answers']"
     ]
     assert data.problems(Dataset.from_list([]), spec, "train") == ["train: the dataset is empty; give at least one row"]
 
@@ -56,8 +56,8 @@ def test_rows_without_text_or_target_are_named():
     rows = [{"source": "a", "target": "b"}, {"source": None, "target": ""}, {"source": "c", "target": None}]
     spec = Spec(base="m", train=rows, task="sequence-sequence")
     assert data.problems(data.read(spec.train, "train"), spec, "train") == [
-        "train: column 'source': row 1 without text (got None); fill or drop them",
-        "train: column 'target': rows 1, 2 without target (got ''); fill or drop them",
+        "train: column 'source': row 2 without text (got None); fill or drop them",
+        "train: column 'target': rows 2, 3 without target (got ''); fill or drop them",
     ]
 
 
@@ -68,12 +68,12 @@ def test_qa_answers_outside_their_context_are_named_by_row():
                                                                                         "answer_start": []}}]
     spec = Spec(base="m", train=rows, task="question-answering")
     found = data.problems(data.read(spec.train, "train"), spec, "train")
-    assert found[0].startswith("train: column 'answers': row 3: answer 'green' is not in its context at character 0")
-    assert found[1].startswith("train: column 'answers': row 4 is {'text': ['red'], 'answer_start': []}; expected")
+    assert found[0].startswith("train: column 'answers': row 4: answer 'green' is not in its context at character 0")
+    assert found[1].startswith("train: column 'answers': row 5 is {'text': ['red'], 'answer_start': []}; expected")
 
 
 def test_columns_that_mix_types_are_a_data_error():
-    with pytest.raises(DataError, match="train: the rows do not make a table"):
+    with pytest.raises(DataError, match="train: column 'text' mixes str \\(row 1\\) and dict \\(row 2"):
         data.read(Spec(base="m", train=[{"text": "a"}, {"text": {"b": 1}}]).train, "train")
 
 
@@ -97,7 +97,7 @@ def test_label_problems_are_named():
         data.labels([1, "a"], "column 'label'")
     with pytest.raises(DataError, match=r"multi-label vectors differ in length \(\[1, 2\]\)"):
         data.labels([[1], [1, 0]], "column 'label'")
-    with pytest.raises(DataError, match="label None in row 1"):
+    with pytest.raises(DataError, match="label None in row 2"):
         data.labels([1, None], "column 'label'")
 
 
@@ -126,7 +126,7 @@ def test_classification_is_not_padded_here(bert_tokenizer):
 def test_a_non_text_value_is_named(bert_tokenizer):
     spec = Spec(base="m", train=[{"text": None, "label": 0}])
     with pytest.raises(DataError, match="column 'text': expected text, got None"):
-        data.encode(data.read(spec.train, "train"), spec, bert_tokenizer, 64, data.labels([0], "label"))
+        data.encode(data.read(spec.train, "train"), spec, bert_tokenizer, 64, data.labels([0, 1], "label"))
 
 
 @pytest.mark.parametrize("merge", ["concat", "pack", None])

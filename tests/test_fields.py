@@ -29,3 +29,27 @@ def test_derived_kwargs_construct_the_library_configs(tmp_path):
     assert LoraConfig(**thaw(p.lora)).r == 16
     bnb = BitsAndBytesConfig(**thaw(p.quantization))
     assert bnb.load_in_4bit and bnb.bnb_4bit_quant_type == "nf4" and bnb.bnb_4bit_use_double_quant
+
+
+def test_training_types_and_choices_match_the_installed_transformers():
+    """Every scalar field's type as transformers declares it; every named choice as its enums list them."""
+    from transformers import TrainingArguments
+    from transformers.trainer_utils import HubStrategy, IntervalStrategy, SaveStrategy, SchedulerType
+    from transformers.training_args import OptimizerNames, trainer_log_levels
+
+    from pipeline._fields import TRAINING_CHOICES, TRAINING_TYPES
+
+    declared = {f.name: str(f.type).replace("<class '", "").replace("'>", "") for f in dataclasses.fields(TrainingArguments)}
+    for name, kind in TRAINING_TYPES.items():
+        base, optional = kind.rstrip("?"), kind.endswith("?")
+        parts = {p.strip() for p in declared[name].split("|")}
+        assert base in parts and (("None" in parts) == optional), (name, kind, declared[name])
+    numeric = {n for n, t in declared.items() if {p.strip() for p in t.split("|")} & {"int", "float"}}
+    assert numeric == {n for n, k in TRAINING_TYPES.items() if k.rstrip("?") in ("int", "float")}
+    enums = {"lr_scheduler_type": SchedulerType, "logging_strategy": IntervalStrategy, "eval_strategy": IntervalStrategy,
+             "save_strategy": SaveStrategy, "hub_strategy": HubStrategy, "optim": OptimizerNames}
+    for name, enum in enums.items():
+        assert set(TRAINING_CHOICES[name]) == {e.value for e in enum}, name
+    assert set(TRAINING_CHOICES["log_level"]) == set(trainer_log_levels)
+    sampling = next(f for f in dataclasses.fields(TrainingArguments) if f.name == "train_sampling_strategy")
+    assert set(TRAINING_CHOICES["train_sampling_strategy"]) == set(sampling.metadata["choices"])

@@ -122,3 +122,40 @@ def test_accelerate_launch_runs_the_same_spec(models, tmp_path):
                           "spec.yaml", "--output", "run"], capture_output=True, text=True, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["train_loss"] > 0
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_stops_at_a_step_saves_and_resumes_to_the_uninterrupted_weights(models, tmp_path, signum, code):
+    """Ctrl-C / SIGTERM to `pipeline train`: a checkpoint at the next step, how to resume, exit 128 + signal,
+    no traceback; resuming ends with the weights of a run never interrupted."""
+    from safetensors.torch import load_file
+
+    spec = checkpointing_spec(models, tmp_path / "unused")
+    document = {"base": spec.base, "train": [dict(r) for r in spec.train], "lora": True, "maxlength": 16,
+                "training": {k: v for k, v in spec.training.items() if k != "output_dir"}}
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(document))
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "pipeline.cli", "train", str(path), "-o", str(out)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (out / "checkpoint-4" / "trainer_state.json").exists():
+        assert process.poll() is None, process.communicate()[1][-2000:]
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == code, stderr[-2000:]
+    assert "Traceback" not in stderr
+    assert f"training stopped by {signal.Signals(signum).name} after step" in stderr
+    assert "--set checkpoint=true" in stderr
+    assert not (out / "adapter_model.safetensors").exists()  # stopped before the end
+
+    resumed = subprocess.run(command + ["--set", "checkpoint=true"], capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    clean = fine_tune(start(evolve(spec, training={**spec.training, "output_dir": str(tmp_path / "clean")}), CPU))
+    assert clean.metrics
+    a, b = load_file(out / "adapter_model.safetensors"), load_file(tmp_path / "clean" / "adapter_model.safetensors")
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name

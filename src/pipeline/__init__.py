@@ -7,7 +7,7 @@ Specs say what a run wants, `plan` derives every config from a spec and the hard
 
 from ._frozen import FrozenDict, evolve
 from .derive import Origin, Plan, estimate, lora_kwargs, plan, quantization_kwargs, training_kwargs
-from .errors import DataError, HardwareError, PipelineError, SpecError
+from .errors import DataError, HardwareError, Interrupted, PipelineError, SpecError
 from .files import load_spec, model_config
 from .hardware import PROFILES, Hardware, detect, profile
 from .memory import Memory, Shape, Suggestion, shape
@@ -26,6 +26,7 @@ __all__ = [
     "FrozenDict",
     "Hardware",
     "HardwareError",
+    "Interrupted",
     "Memory",
     "Origin",
     "Parameters",

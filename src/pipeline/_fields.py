@@ -16,3 +16,70 @@ LORA_CONFIG = frozenset(
 BITS_AND_BYTES_CONFIG = frozenset(
     ["bnb_4bit_compute_dtype", "bnb_4bit_quant_storage", "bnb_4bit_quant_type", "bnb_4bit_use_double_quant", "llm_int8_enable_fp32_cpu_offload", "llm_int8_has_fp16_weight", "llm_int8_skip_modules", "llm_int8_threshold", "load_in_4bit", "load_in_8bit"]
 )
+
+# Types of the scalar TrainingArguments fields ("?": None allowed too), and the choices of
+# the ones that take a name; tests/test_fields.py checks both against transformers.
+TRAINING_TYPES = {
+    **dict.fromkeys(
+        ["average_tokens_across_devices", "bf16", "fp16", "bf16_full_eval", "fp16_full_eval", "torch_compile",
+         "use_liger_kernel", "use_cache", "auto_find_batch_size", "logging_first_step", "log_on_each_node",
+         "logging_nan_inf_filter", "prediction_loss_only", "eval_on_start", "eval_do_concat_batches",
+         "eval_use_gather_object", "batch_eval_metrics", "save_only_model", "save_on_each_node",
+         "enable_jit_checkpoint", "push_to_hub", "hub_always_push", "load_best_model_at_end", "ignore_data_skip",
+         "restore_callback_states_from_checkpoint", "full_determinism", "use_cpu", "dataloader_drop_last",
+         "dataloader_pin_memory", "dataloader_persistent_workers", "dataloader_in_order", "remove_unused_columns",
+         "skip_memory_metrics", "do_train", "do_eval", "do_predict"],
+        "bool",
+    ),
+    **dict.fromkeys(
+        ["tf32", "activation_checkpointing", "gradient_checkpointing", "disable_tqdm", "hub_private_repo",
+         "greater_is_better", "ddp_find_unused_parameters", "ddp_broadcast_buffers", "ddp_static_graph"],
+        "bool?",
+    ),
+    **dict.fromkeys(
+        ["per_device_train_batch_size", "max_steps", "gradient_accumulation_steps", "per_device_eval_batch_size",
+         "seed", "dataloader_num_workers", "ddp_timeout", "local_rank"],
+        "int",
+    ),
+    **dict.fromkeys(
+        ["torch_empty_cache_steps", "eval_accumulation_steps", "save_total_limit", "data_seed",
+         "dataloader_prefetch_factor", "ddp_bucket_cap_mb"],
+        "int?",
+    ),
+    **dict.fromkeys(
+        ["num_train_epochs", "learning_rate", "warmup_steps", "weight_decay", "adam_beta1", "adam_beta2",
+         "adam_epsilon", "max_grad_norm", "label_smoothing_factor", "logging_steps", "eval_delay", "save_steps"],
+        "float",
+    ),
+    **dict.fromkeys(["neftune_noise_alpha", "eval_steps"], "float?"),
+    **dict.fromkeys(
+        ["log_level", "log_level_replica", "project", "train_sampling_strategy", "length_column_name"], "str"
+    ),
+    **dict.fromkeys(
+        ["output_dir", "optim_args", "torch_compile_backend", "torch_compile_mode", "run_name", "trackio_space_id",
+         "trackio_bucket_id", "hub_token", "hub_model_id", "hub_revision", "metric_for_best_model",
+         "dataloader_multiprocessing_context", "ddp_backend", "fsdp", "resume_from_checkpoint"],
+        "str?",
+    ),
+}
+
+TRAINING_CHOICES = {
+    "lr_scheduler_type": ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+                          "inverse_sqrt", "reduce_lr_on_plateau", "cosine_with_min_lr", "cosine_warmup_with_min_lr",
+                          "warmup_stable_decay", "greedy"),
+    "logging_strategy": ("no", "steps", "epoch"),
+    "eval_strategy": ("no", "steps", "epoch"),
+    "save_strategy": ("no", "steps", "epoch", "best"),
+    "hub_strategy": ("end", "every_save", "checkpoint", "all_checkpoints"),
+    "log_level": ("detail", "debug", "info", "warning", "error", "critical", "passive"),
+    "log_level_replica": ("detail", "debug", "info", "warning", "error", "critical", "passive"),
+    "train_sampling_strategy": ("random", "sequential", "group_by_length", "batch_rebalance"),
+    "optim": ("adamw_torch", "adamw_torch_fused", "adamw_torch_xla", "adamw_torch_npu_fused", "adafactor",
+              "adamw_anyprecision", "adamw_torch_4bit", "adamw_torch_8bit", "ademamix", "sgd", "adagrad",
+              "adamw_bnb_8bit", "adamw_8bit", "ademamix_8bit", "lion_8bit", "lion_32bit", "paged_adamw_32bit",
+              "paged_adamw_8bit", "paged_ademamix_32bit", "paged_ademamix_8bit", "paged_lion_32bit",
+              "paged_lion_8bit", "rmsprop", "rmsprop_bnb", "rmsprop_bnb_8bit", "rmsprop_bnb_32bit", "galore_adamw",
+              "galore_adamw_8bit", "galore_adafactor", "galore_adamw_layerwise", "galore_adamw_8bit_layerwise",
+              "galore_adafactor_layerwise", "lomo", "adalomo", "grokadamw", "schedule_free_radam",
+              "schedule_free_adamw", "schedule_free_sgd", "apollo_adamw", "apollo_adamw_layerwise", "stable_adamw"),
+}

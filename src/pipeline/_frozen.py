@@ -70,8 +70,11 @@ def thaw(value: Any) -> Any:
     return value
 
 
-def problems_of(error: ValidationError) -> list[str]:
-    """One ``field.path: message (got value)`` line per problem pydantic found."""
+def problems_of(error: ValidationError, unknown: Any = None) -> list[str]:
+    """One ``field.path: message (got value)`` line per problem pydantic found.
+
+    ``unknown(key)``: a hint for a key the value does not have (e.g. "did you mean ...").
+    """
     lines = []
     for e in error.errors(include_url=False):
         where = ".".join(str(p) for p in e["loc"])
@@ -80,6 +83,8 @@ def problems_of(error: ValidationError) -> list[str]:
             # starts with ".key:" is about a key inside this field.
             for line in str(e["ctx"]["error"]).splitlines():
                 lines.append(f"{where}{line}" if line.startswith(".") else f"{where}: {line}" if where else line)
+        elif e["type"] == "extra_forbidden" and unknown and len(e["loc"]) == 1:
+            lines.append(f"{where}: unknown field{unknown(str(e['loc'][0]))}")
         elif e["type"] in ("missing", "extra_forbidden"):
             lines.append(f"{where}: {e['msg'].lower()}")
         else:
@@ -93,11 +98,19 @@ class Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
     _error: ClassVar[type[SpecError]] = SpecError
 
+    @classmethod
+    def _unknown(cls, key: str) -> str:
+        """A hint for an unknown field ``key``: the closest field name."""
+        import difflib
+
+        close = difflib.get_close_matches(key, sorted(cls.model_fields), n=1, cutoff=0.6)
+        return f"; did you mean {close[0]!r}?" if close else f"; the fields are {', '.join(cls.model_fields)}"
+
     def __init__(self, **data: Any) -> None:
         try:
             super().__init__(**data)
         except ValidationError as e:
-            raise self._error(problems_of(e)) from None
+            raise self._error(problems_of(e, self._unknown)) from None
 
     # Tells pydantic this __init__ only validates, so nested validation need not call it.
     __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]
@@ -108,7 +121,7 @@ class Frozen(BaseModel):
         try:
             return super().model_validate(obj, **kwargs)
         except ValidationError as e:
-            raise cls._error(problems_of(e)) from None
+            raise cls._error(problems_of(e, cls._unknown)) from None
 
     @classmethod
     def model_validate_json(cls, json_data: str | bytes, **kwargs: Any) -> Self:  # type: ignore[override]
@@ -116,7 +129,7 @@ class Frozen(BaseModel):
         try:
             return super().model_validate_json(json_data, **kwargs)
         except ValidationError as e:
-            raise cls._error(problems_of(e)) from None
+            raise cls._error(problems_of(e, cls._unknown)) from None
 
 
 def evolve(value: M, **changes: Any) -> M:

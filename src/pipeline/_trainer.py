@@ -6,6 +6,9 @@ stages, which import it lazily, pay for importing transformers.
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
 from collections.abc import Iterator
 
 import torch
@@ -50,3 +53,38 @@ class Trainer(transformers.Trainer):
         if isinstance(sampler, LengthGroupedSampler):
             return ShuffledBatches(sampler, self.args.train_batch_size * self.args.gradient_accumulation_steps)
         return sampler
+
+
+class StopOnSignal(transformers.TrainerCallback):
+    """SIGINT / SIGTERM stop training at the next step boundary, saving a checkpoint when there is an
+    ``output_dir``; a second signal stops at once (the default handlers are back by then)."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.signal is not None:
+            control.should_training_stop = True
+            control.should_save = bool(args.output_dir)
+        return control
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        """The handlers, for the duration of training (only the main thread may install them)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+        def stop(signum, frame):
+            self.signal = signum
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+        for s in previous:
+            signal.signal(s, stop)
+        try:
+            yield
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)

@@ -22,7 +22,7 @@ import typer
 
 from .derive import Plan
 from .derive import plan as derive_plan
-from .errors import PipelineError, SpecError
+from .errors import Interrupted, PipelineError, SpecError
 from .files import load_spec, model_config, parse_settings
 from .hardware import PROFILES, Hardware, detect, profile
 from .specs import Spec
@@ -110,7 +110,9 @@ def _train(
     from .runs import guard, run_id, write_run
     from .stages import fine_tune, start
 
-    identity = run_id(spec, derive_plan(spec, hardware, model_config(spec.base)))
+    # The run id leaves output_dir out; a placeholder lets a spec that saves checkpoints be planned.
+    placeholder = evolve(spec, training={**spec.training, "output_dir": spec.training.get("output_dir") or "runs"})
+    identity = run_id(placeholder, derive_plan(placeholder, hardware, model_config(spec.base)))
     if output or parent:
         folder = Path(output or parent / identity)
     else:
@@ -267,6 +269,13 @@ def main() -> None:
         sys.argv.remove("--debug")
     try:
         app()
+    except Interrupted as e:
+        if debug:
+            raise
+        typer.echo(f"\n{e}", err=True)
+        if e.checkpoint:
+            typer.echo("resume: the same command with --set checkpoint=true", err=True)
+        raise SystemExit(128 + e.signal) from None
     except PipelineError as e:
         if debug:
             raise

@@ -7,7 +7,9 @@ here; the collators pad each batch to its own longest example.
 
 from __future__ import annotations
 
+import difflib
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,15 +28,34 @@ def read(source: Any, field: str) -> Any:
 
     if _kind(source) == "dataset":
         return source
+    rows = None
     try:
         if _kind(source) == "frame":
             return Dataset.from_pandas(source, preserve_index=False)
-        return Dataset.from_list(_read_file(Path(source), field) if isinstance(source, str) else thaw(source))
+        rows = _read_file(Path(source), field) if isinstance(source, str) else thaw(source)
+        return Dataset.from_list(rows)
+    except DataError:
+        raise
     except (ValueError, TypeError) as e:  # pyarrow: a column whose values mix types
-        raise DataError(
-            f"{field}: the rows do not make a table ({str(e).splitlines()[0]}); "
-            "give each column one type of value in every row"
-        ) from None
+        raise DataError(f"{field}: {_mixed(rows) or str(e).splitlines()[0]}; give each column one type of value") from None
+
+
+def _mixed(rows: list[dict[str, Any]] | None) -> str | None:
+    """The first column whose values mix types: its name, the first row that differs and both types."""
+    for column in dict.fromkeys(key for row in rows or () for key in row):
+        first = None
+        for i, row in enumerate(rows):
+            value = row.get(column)
+            if value is None:
+                continue
+            if first is None:
+                first = (i, type(value).__name__)
+            elif type(value).__name__ != first[1] and not {type(value).__name__, first[1]} <= {"int", "float"}:
+                return (
+                    f"column {column!r} mixes {first[1]} (row {first[0] + 1}) and {type(value).__name__} "
+                    f"(row {i + 1}: {value!r})"
+                )
+    return None
 
 
 def _read_file(path: Path, field: str) -> list[dict[str, Any]]:
@@ -55,7 +76,8 @@ def _read_file(path: Path, field: str) -> list[dict[str, Any]]:
         import pandas as pd
 
         frame = pd.read_csv(path) if path.suffix == ".csv" else pd.read_parquet(path)
-        return frame.to_dict("records")
+        # An empty cell is missing (None), not a float NaN that turns a text or label column into numbers.
+        return frame.astype(object).where(frame.notna(), None).to_dict("records")
     except (ValueError, OSError) as e:
         raise DataError(f"{field}: cannot parse {str(path)!r}: {e}") from None
 
@@ -80,9 +102,14 @@ def problems(dataset: Any, spec: Spec, field: str) -> list[str]:
     wanted = [c for c in columns(spec) if c is not None]
     missing = [c for c in wanted if c not in dataset.column_names]
     if missing:
+        unused = [c for c in dataset.column_names if c not in wanted]
+        close = {c: difflib.get_close_matches(c, unused, n=1, cutoff=0.8) for c in missing}
+        hints = [f"{m[0]!r} for {c!r}" for c, m in close.items() if m]
+        fix = f"did you mean {', '.join(hints)}? " if hints else ""
+        chosen = [close[c][0] if close.get(c) else c for c in (spec.columns or wanted)]
         return [
             f"{field}: missing column{'s' if len(missing) > 1 else ''} {missing} for {spec.task} "
-            f"(found {dataset.column_names}); rename them or set columns: {wanted}"
+            f"(found {dataset.column_names}); {fix}rename the data's columns or set columns: {chosen}"
         ]
     found = []
     rule = TASKS[spec.task]
@@ -101,17 +128,18 @@ def problems(dataset: Any, spec: Spec, field: str) -> list[str]:
             try:
                 _answer(answer, text)
             except AnswerMissing as e:
-                found.append(f"{field}: column {answers!r}: row {i}: {e}; fix answer_start or the answer text")
+                found.append(f"{field}: column {answers!r}: row {i + 1}: {e}; fix answer_start or the answer text")
             except (KeyError, IndexError, TypeError, ValueError):
                 found.append(
-                    f"{field}: column {answers!r}: row {i} is {answer!r}; expected a string or "
+                    f"{field}: column {answers!r}: row {i + 1} is {answer!r}; expected a string or "
                     "{'text': [...], 'answer_start': [...]}"
                 )
     return found[:20]
 
 
 def _rows(indices: list[int]) -> str:
-    shown = ", ".join(str(i) for i in indices[:5])
+    """Rows counted from 1, as a person (and a JSON-lines file's line numbers) count them."""
+    shown = ", ".join(str(i + 1) for i in indices[:5])
     more = f" and {len(indices) - 5} more" if len(indices) > 5 else ""
     return f"row{'s' if len(indices) > 1 else ''} {shown}{more}"
 
@@ -146,26 +174,42 @@ class Labels:
         return kwargs
 
 
-def labels(values: list[Any], field: str) -> Labels:
-    """Detect single-label classes (ints or strings), multi-label vectors or regression floats."""
-    kinds = {_label_kind(v) for v in values}
+def labels(values: list[Any], field: str, where: Any = None) -> Labels:
+    """Detect single-label classes (ints or strings), multi-label vectors or regression floats.
+
+    ``where(i)`` names row ``i`` of ``values`` (default: "row i+1"). A label column that
+    would silently change the task (a missing value, one class, empty vectors) is refused.
+    """
+    where = where or (lambda i: f"row {i + 1}")
+    kinds = [_label_kind(v) for v in values]
     if None in kinds:
-        row = next(i for i, v in enumerate(values) if _label_kind(v) is None)
+        row = kinds.index(None)
         raise DataError(
-            f"{field}: label {values[row]!r} in row {row} is not a class (int or string), "
-            "a regression value (float) or a multi-label vector (list of 0/1)"
+            f"{field}: label {values[row]!r} in {where(row)} is not a class (int or string), a regression value "
+            "(float) or a multi-label vector (list of 0/1); fill or drop the row"
         )
-    if len(kinds) > 1:
-        raise DataError(f"{field}: labels mix {' and '.join(sorted(kinds))}; use one kind of label for every row")
-    kind = kinds.pop()
+    if len(set(kinds)) > 1:
+        raise DataError(
+            f"{field}: labels mix {' and '.join(sorted(set(kinds)))} ({where(kinds.index(kinds[0]))}: {values[0]!r}, "
+            f"{where(next(i for i, k in enumerate(kinds) if k != kinds[0]))}: "
+            f"{next(v for v, k in zip(values, kinds) if k != kinds[0])!r}); use one kind of label for every row"
+        )
+    kind = kinds[0]
     if kind == "vector":
         sizes = {len(v) for v in values}
         if len(sizes) > 1:
             raise DataError(f"{field}: multi-label vectors differ in length ({sorted(sizes)}); give every row all labels")
+        if sizes == {0}:
+            raise DataError(f"{field}: the multi-label vectors are empty; give each row one 0/1 value per label")
         return Labels(sizes.pop(), "multi_label_classification")
     if kind == "float":
         return Labels(1, "regression")
     classes = tuple(sorted(set(values)))
+    if len(classes) < 2:
+        raise DataError(
+            f"{field}: every row has the label {classes[0]!r}: one class cannot be learned (and would be read "
+            "as regression); give rows of at least two classes"
+        )
     if kind == "int" and classes == tuple(range(len(classes))):
         return Labels(len(classes))
     return Labels(len(classes), classes=classes)
@@ -175,10 +219,10 @@ def _label_kind(value: Any) -> str | None:
     if isinstance(value, int):  # bool too
         return "int"
     if isinstance(value, float):
-        return "float"
+        return None if math.isnan(value) else "float"
     if isinstance(value, str):
         return "string"
-    if isinstance(value, (list, tuple)) and all(isinstance(v, (int, float)) for v in value):
+    if isinstance(value, (list, tuple)) and all(isinstance(v, (int, float)) and v == v for v in value):
         return "vector"
     return None
 
@@ -194,7 +238,7 @@ def encode(dataset: Any, spec: Spec, tokenizer: Any, maxlength: int, labels: Lab
     else:
         process = {
             "text-classification": lambda b: _classification(b, cols, tokenizer, maxlength, labels),
-            "question-answering": lambda b: _questions(b, cols, tokenizer, maxlength, spec.stride),
+            "question-answering": lambda b: _questions(b, cols, tokenizer, maxlength, spec.stride_for(maxlength)),
             "sequence-sequence": lambda b: _sequences(b, cols, tokenizer, maxlength, spec.prefix),
         }[spec.task]
     return dataset.map(

@@ -91,6 +91,21 @@ def training_kwargs(spec: Spec, hardware: Hardware) -> Derived:
             f"training.save_strategy: checkpoints need somewhere to go (got save_strategy="
             f"{kwargs['save_strategy']!r} and no output_dir); set training.output_dir"
         )
+    evaluates = [k for k in ("eval_strategy", "eval_on_start", "load_best_model_at_end", "do_eval")
+                 if k in spec.training and spec.training[k] not in (False, "no", None)]
+    if evaluates and spec.validation is None:
+        spec_problems.append(
+            f"training.{evaluates[0]}: evaluation needs validation data, and the spec has none "
+            f"(got {evaluates[0]}={spec.training[evaluates[0]]!r}); add validation: FILE, or remove it"
+        )
+    if kwargs.get("load_best_model_at_end") and spec.validation is not None:
+        evaluation, saving = kwargs.get("eval_strategy", "no"), kwargs.get("save_strategy", "no")
+        if not kwargs.get("output_dir") or saving not in (evaluation, "best"):
+            spec_problems.append(
+                "training.load_best_model_at_end: the best model is reloaded from the checkpoints saved when it "
+                f"evaluates (got eval_strategy={evaluation!r}, save_strategy={saving!r}, output_dir="
+                f"{kwargs.get('output_dir')!r}); set save_strategy: {evaluation} and an output_dir"
+            )
     if spec.checkpoint is True and not kwargs.get("output_dir"):
         spec_problems.append(
             "checkpoint: true resumes from the latest checkpoint in training.output_dir, which is not set; "
@@ -120,7 +135,7 @@ def quantization_kwargs(spec: Spec, hardware: Hardware) -> tuple[dict[str, Any] 
     rule = TASKS[spec.task]
     if rule.heads and "llm_int8_skip_modules" not in layers[0][2]:
         layers.append(("task", "new heads stay unquantized", {"llm_int8_skip_modules": rule.heads}))
-    if not spec.lora:
+    if spec.lora in (None, False):
         raise SpecError(
             "quantize: 4-bit and 8-bit weights cannot be trained directly (got quantize without lora); "
             "add lora: true to train adapters on the quantized model (QLoRA)"
@@ -135,7 +150,7 @@ def lora_kwargs(spec: Spec) -> tuple[dict[str, Any] | None, dict[str, Origin], l
 
     ``task_type`` comes from the task table unless the user set one.
     """
-    if not spec.lora:
+    if spec.lora in (None, False):  # an empty dict is LoRA with LoraConfig's own defaults
         return None, {}, []
     notes = []
     if spec.lora is True:

@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from . import data
+from ._fields import TRAINING_ARGUMENTS
+from .derive import Plan
 from .errors import DataError, SpecError
 from .specs import Spec
 
@@ -19,9 +21,11 @@ __all__ = ["preflight"]
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
 
 
-def preflight(spec: Spec) -> tuple[Any, Any, data.Labels | None]:
+def preflight(spec: Spec, plan: Plan | None = None) -> tuple[Any, Any, data.Labels | None]:
     """Read and check the data and the model's whereabouts; returns (train, validation, labels).
 
+    With the ``plan``, also the training arguments as transformers builds them on this
+    machine, and the output folder (a folder, writable, with room for what is saved).
     Raises `DataError` (or `SpecError` when the data is fine) listing every problem found.
     """
     data_problems: list[str] = []
@@ -43,12 +47,23 @@ def preflight(spec: Spec) -> tuple[Any, Any, data.Labels | None]:
     if spec.task == "text-classification" and read and all(v is not None for v in read.values()):
         column = data.columns(spec)[2]
         values = [v for dataset in read.values() for v in dataset[column]]
+        splits = [(name, len(dataset)) for name, dataset in read.items()]
+
+        def where(i: int) -> str:
+            for name, size in splits:
+                if i < size:
+                    return f"{name} row {i + 1}"
+                i -= size
+            return f"row {i + 1}"
+
         try:
-            labels = data.labels(values, f"column {column!r}")
+            labels = data.labels(values, f"column {column!r}", where)
         except DataError as e:
             data_problems += e.problems
 
     spec_problems = _model_problems(spec) + _metrics_problems(spec)
+    if plan is not None:
+        spec_problems += _arguments_problems(plan) + _output_problems(plan)
     if isinstance(spec.checkpoint, str) and not Path(spec.checkpoint).is_dir():
         spec_problems.append(
             f"checkpoint: no such checkpoint folder {spec.checkpoint!r}; "
@@ -135,4 +150,48 @@ def _metrics_problems(spec: Spec) -> list[str]:
         metrics_function(spec.metrics)
     except SpecError as e:
         return list(e.problems)
+    return []
+
+
+def _arguments_problems(plan: Plan) -> list[str]:
+    """What transformers itself refuses in the training arguments, named by field."""
+    from ._frozen import thaw
+    from ._trainer import Arguments
+
+    try:
+        Arguments(**thaw(plan.training_args))
+    except Exception as e:  # noqa: BLE001 - any refusal of a config object is a bad value we report
+
+        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        named = sorted((n for n in TRAINING_ARGUMENTS if n in message), key=lambda n: (message.index(n), -len(n)))
+        where = f"training.{named[0]}" if named else "training"
+        return [f"{where}: transformers refuses these training arguments: {message}"]
+    return []
+
+
+def _output_problems(plan: Plan) -> list[str]:
+    """The output folder: not a file, writable, and with room for the model (from the memory estimate)."""
+    import shutil
+
+    output = plan.training_args.get("output_dir")
+    if not output:
+        return []
+    path = Path(output).expanduser()
+    if path.exists() and not path.is_dir():
+        return [f"training.output_dir: {output!r} is a file, not a folder; choose another output"]
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return [f"training.output_dir: cannot write in {str(existing)!r} (permission denied); choose another output"]
+    memory = plan.memory
+    if memory is None:
+        return []
+    saved = memory.parts["adapters"] if plan.lora else memory.parts["weights"]
+    if plan.training_args.get("save_strategy", "no") != "no":
+        saved += memory.parts["optimizer"] + saved  # a checkpoint: the model and the optimizer state
+    free = shutil.disk_usage(existing).free
+    if saved > free:
+        return [
+            f"training.output_dir: {str(existing)!r} has {free / 2**30:.1f} GiB free, and this run saves about "
+            f"{saved / 2**30:.1f} GiB; free some space or choose another output"
+        ]
     return []

@@ -120,6 +120,8 @@ def merge_dir(source: str | Path, target: str | Path) -> Path:
     from peft import PeftModel
 
     source, target = Path(source), Path(target)
+    if not source.is_dir():
+        raise SpecError(f"merge: no such folder {str(source)!r}; give a run folder or an adapter folder")
     adapter = source / "adapter_config.json"
     if not adapter.is_file():
         raise SpecError(

@@ -7,7 +7,7 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, WithJsonSchema, field_validator, model_validator
+from pydantic import BeforeValidator, Field, StrictInt, WithJsonSchema, field_validator, model_validator
 
 from . import _fields
 from ._frozen import Frozen, FrozenDict, FrozenMapping, freeze
@@ -40,6 +40,14 @@ LORA_DEFAULTS: Mapping[str, Any] = FrozenDict(
 
 LORA_TASK_TYPES = ("SEQ_CLS", "SEQ_2_SEQ_LM", "CAUSAL_LM", "TOKEN_CLS", "QUESTION_ANS", "FEATURE_EXTRACTION")
 COMPUTE_DTYPES = ("bfloat16", "float16", "float32")
+STORAGE_DTYPES = (*COMPUTE_DTYPES, "uint8")
+
+
+def _names(value: Any, allow_text: bool = True) -> bool:
+    """A module name (when ``allow_text``) or a list of them."""
+    if isinstance(value, str):
+        return allow_text
+    return isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
 
 
 def _suggest(word: str, choices: Any) -> str:
@@ -53,6 +61,83 @@ def _unknown_keys(given: Mapping[str, Any], known: frozenset[str], what: str) ->
         for key in given
         if key not in known
     ]
+
+
+# Our limits for TrainingArguments numbers (transformers checks few): an interval each,
+# "[" / "]" inclusive, and a value to suggest.
+INF = float("inf")
+TRAINING_RANGES: Mapping[str, tuple[str, float, float, str, Any]] = FrozenDict(
+    {
+        **dict.fromkeys(["per_device_train_batch_size", "per_device_eval_batch_size"], ("[", 1, INF, ")", 8)),
+        **dict.fromkeys(["gradient_accumulation_steps", "eval_accumulation_steps"], ("[", 1, INF, ")", 1)),
+        "torch_empty_cache_steps": ("[", 1, INF, ")", 50),
+        "save_total_limit": ("[", 1, INF, ")", 2),
+        "dataloader_prefetch_factor": ("[", 1, INF, ")", 2),
+        "ddp_bucket_cap_mb": ("[", 1, INF, ")", 25),
+        "ddp_timeout": ("[", 1, INF, ")", 1800),
+        "dataloader_num_workers": ("[", 0, INF, ")", 0),
+        "seed": ("[", 0, 2**32 - 1, "]", 42),
+        "data_seed": ("[", 0, 2**32 - 1, "]", 42),
+        "local_rank": ("[", -1, INF, ")", -1),
+        "max_steps": ("[", -1, INF, ")", -1),
+        "num_train_epochs": ("(", 0, INF, ")", 3),
+        "learning_rate": ("[", 0, INF, ")", 5e-5),
+        "warmup_steps": ("[", 0, INF, ")", 0.1),
+        "weight_decay": ("[", 0, INF, ")", 0.01),
+        "adam_beta1": ("[", 0, 1, ")", 0.9),
+        "adam_beta2": ("[", 0, 1, ")", 0.999),
+        "adam_epsilon": ("(", 0, INF, ")", 1e-8),
+        "max_grad_norm": ("[", 0, INF, ")", 1.0),
+        "label_smoothing_factor": ("[", 0, 1, ")", 0.1),
+        "neftune_noise_alpha": ("(", 0, INF, ")", 5),
+        "logging_steps": ("(", 0, INF, ")", 50),
+        "eval_steps": ("(", 0, INF, ")", 50),
+        "save_steps": ("(", 0, INF, ")", 500),
+        "eval_delay": ("[", 0, INF, ")", 0),
+    }
+)
+STEPS = ("logging_steps", "eval_steps", "save_steps")
+"""Steps that are a fraction of the run below 1 and a whole count above it."""
+
+
+def _interval(low_bracket: str, low: float, high: float, high_bracket: str) -> str:
+    if high == INF:
+        return f"{'>=' if low_bracket == '[' else '>'} {low:g}"
+    return f"in {low_bracket}{low:g}, {high:.0f}{high_bracket}" if high > 1e6 else f"in {low_bracket}{low:g}, {high:g}{high_bracket}"
+
+
+def _training_value(key: str, value: Any) -> str | None:
+    """What is wrong with one TrainingArguments value, or None: its type, choices and range."""
+    kind = _fields.TRAINING_TYPES.get(key, "")
+    base = kind.rstrip("?")
+    if value is None:
+        return None if kind.endswith("?") or not kind else f"must not be null; leave {key} out for its default"
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    rule = TRAINING_RANGES.get(key)
+    fix = f"; use e.g. {key}: {rule[4]}" if rule else ""
+    if base == "bool" and not isinstance(value, bool):
+        return f"must be true or false (got {value!r})"
+    if base == "int" and not (isinstance(value, int) and not isinstance(value, bool)):
+        return f"must be a whole number (got {value!r}){fix}"
+    if base == "float" and not number:
+        return f"must be a number (got {value!r}){fix}"
+    if base == "str" and not isinstance(value, str):
+        return f"must be text (got {value!r})"
+    choices = _fields.TRAINING_CHOICES.get(key)
+    if choices and not (key == "optim" and not isinstance(value, str)) and str(value) not in choices:
+        shown = ", ".join(repr(c) for c in choices[:12]) + (", ..." if len(choices) > 12 else "")
+        return f"must be one of {shown} (got {value!r}){_suggest(str(value), choices)}"
+    if rule and number:
+        low_bracket, low, high, high_bracket, _ = rule
+        too_low = value < low or (low_bracket == "(" and value == low)
+        too_high = value > high or (high_bracket == ")" and value == high)
+        if too_low or too_high:
+            return f"must be {_interval(low_bracket, low, high, high_bracket)} (got {value!r}){fix}"
+        if key == "max_steps" and value == 0:
+            return f"must be -1 (train num_train_epochs) or >= 1 (got 0){fix}"
+        if key in STEPS and value > 1 and value != int(value):
+            return f"must be a fraction of the run (below 1) or a whole number of steps (got {value!r}){fix}"
+    return None
 
 
 def _raise_if(problems: list[str]) -> None:
@@ -105,6 +190,12 @@ def _base(value: Any) -> Any:
     if isinstance(value, (str, os.PathLike)):
         return os.fspath(value)
     if isinstance(value, (list, tuple)) and len(value) == 2:
+        model, tokenizer = value
+        if not hasattr(model, "config") or not callable(tokenizer):
+            raise ValueError(
+                f"a loaded pair is (model, tokenizer): a transformers model with a .config and a tokenizer "
+                f"(got ({type(model).__name__}, {type(tokenizer).__name__}))"
+            )
         return tuple(value)
     raise ValueError(f"expected a path, a hub id or a (model, tokenizer) pair (got {type(value).__name__})")
 
@@ -135,11 +226,12 @@ class Spec(Frozen):
     train: DataSource
     validation: DataSource = None
     columns: tuple[str | None, ...] | None = None
-    maxlength: int | None = Field(None, ge=1)
-    stride: int = Field(128, ge=0)
+    maxlength: StrictInt | None = Field(None, ge=1)
+    stride: StrictInt = Field(128, ge=0)
+    """QA window overlap; when not given and 128 does not fit, a quarter of ``maxlength``."""
     prefix: str | None = None
     merge: Literal["concat", "pack"] | None = "concat"
-    tokenizers: int | None = Field(None, ge=1)
+    tokenizers: StrictInt | None = Field(None, ge=1)
     """Processes for tokenizing (``datasets.map(num_proc=...)``)."""
     checkpoint: str | bool | None = None
     """Resume from this checkpoint directory, or ``True`` for the latest in ``output_dir``."""
@@ -156,6 +248,23 @@ class Spec(Frozen):
     """A ``compute_metrics`` function for evaluation, or its import path ``"module:name"``."""
     training: FrozenMapping = Field(default_factory=FrozenDict)
 
+    @classmethod
+    def _unknown(cls, key: str) -> str:
+        """Where an unknown top-level key probably belongs: a config section, or the closest field."""
+        for section, names, what in (("training", _fields.TRAINING_ARGUMENTS, "TrainingArguments"),
+                                     ("lora", _fields.LORA_CONFIG, "LoraConfig"),
+                                     ("quantize", _fields.BITS_AND_BYTES_CONFIG, "BitsAndBytesConfig")):
+            if key in names:
+                return f"; did you mean {section}.{key}? ({what} fields go under {section})"
+        return super()._unknown(key)
+
+    @field_validator("train")
+    @classmethod
+    def _train_given(cls, train: Any) -> Any:
+        if train is None:
+            raise ValueError("no training data (got None); give a file, a list of rows, a DataFrame or a Dataset")
+        return train
+
     @field_validator("task", mode="before")
     @classmethod
     def _known_task(cls, task: Any) -> Any:
@@ -166,7 +275,19 @@ class Spec(Frozen):
     @field_validator("training")
     @classmethod
     def _training_arguments(cls, training: Mapping[str, Any]) -> Mapping[str, Any]:
-        _raise_if(_unknown_keys(training, _fields.TRAINING_ARGUMENTS, "TrainingArguments"))
+        problems = _unknown_keys(training, _fields.TRAINING_ARGUMENTS, "TrainingArguments")
+        for key, value in training.items():
+            wrong = _training_value(key, value) if key in _fields.TRAINING_ARGUMENTS else None
+            if wrong:
+                problems.append(f".{key}: {wrong}")
+        if training.get("bf16") is True and training.get("fp16") is True:
+            problems.append(".fp16: bf16 and fp16 are both set; choose one mixed precision")
+        if "output_dir" in training and training["output_dir"] is None:
+            problems.append(
+                ".output_dir: null makes transformers write to 'trainer_output'; "
+                "use '' to train in memory and save nothing, or give a folder"
+            )
+        _raise_if(problems)
         return training
 
     @field_validator("quantize")
@@ -175,8 +296,9 @@ class Spec(Frozen):
         if not isinstance(quantize, Mapping):
             return quantize
         problems = _unknown_keys(quantize, _fields.BITS_AND_BYTES_CONFIG, "BitsAndBytesConfig")
-        four, eight = bool(quantize.get("load_in_4bit")), bool(quantize.get("load_in_8bit"))
-        if four == eight:
+        four, eight = quantize.get("load_in_4bit") is True, quantize.get("load_in_8bit") is True
+        plain = all(isinstance(quantize.get(k, False), bool) for k in ("load_in_4bit", "load_in_8bit"))
+        if four == eight and plain:
             problems.append(
                 "set exactly one of load_in_4bit or load_in_8bit to true "
                 f"(got load_in_4bit={four}, load_in_8bit={eight}); or use quantize: true for the NF4 defaults"
@@ -184,10 +306,22 @@ class Spec(Frozen):
         kind = quantize.get("bnb_4bit_quant_type", "nf4")
         if kind not in ("nf4", "fp4"):
             problems.append(f".bnb_4bit_quant_type: must be 'nf4' or 'fp4' (got {kind!r})")
-        for key in ("bnb_4bit_compute_dtype", "bnb_4bit_quant_storage"):
+        for key, allowed in (("bnb_4bit_compute_dtype", COMPUTE_DTYPES), ("bnb_4bit_quant_storage", STORAGE_DTYPES)):
             dtype = quantize.get(key)
-            if dtype is not None and str(dtype).removeprefix("torch.") not in COMPUTE_DTYPES + ("uint8",):
-                problems.append(f".{key}: must be one of {', '.join(COMPUTE_DTYPES)} (got {dtype!r})")
+            if dtype is not None and str(dtype).removeprefix("torch.") not in allowed:
+                problems.append(f".{key}: must be one of {', '.join(allowed)} (got {dtype!r})")
+        for key in ("load_in_4bit", "load_in_8bit", "bnb_4bit_use_double_quant", "llm_int8_has_fp16_weight",
+                    "llm_int8_enable_fp32_cpu_offload"):
+            if key in quantize and not isinstance(quantize[key], bool):
+                problems.append(f".{key}: must be true or false (got {quantize[key]!r})")
+        if not _names(quantize.get("llm_int8_skip_modules", ()), allow_text=False):
+            problems.append(
+                f".llm_int8_skip_modules: must be a list of module names (got {quantize['llm_int8_skip_modules']!r}); "
+                "use e.g. [classifier]"
+            )
+        threshold = quantize.get("llm_int8_threshold", 6.0)
+        if not isinstance(threshold, (int, float)) or isinstance(threshold, bool) or threshold <= 0:
+            problems.append(f".llm_int8_threshold: must be a number > 0 (got {threshold!r})")
         _raise_if(problems)
         return quantize
 
@@ -206,6 +340,15 @@ class Spec(Frozen):
         dropout = lora.get("lora_dropout", 0.0)
         if not isinstance(dropout, (int, float)) or isinstance(dropout, bool) or not 0 <= dropout < 1:
             problems.append(f".lora_dropout: must be in [0, 1) (got {dropout!r}); use e.g. lora: {{lora_dropout: 0.05}}")
+        for key in ("target_modules", "exclude_modules", "modules_to_save"):
+            value = lora.get(key)
+            if value is not None and not _names(value, allow_text=key != "modules_to_save"):
+                problems.append(
+                    f".{key}: must be a module name or a list of them (got {value!r}); use e.g. {key}: [q_proj, v_proj]"
+                )
+        for key in ("use_dora", "use_rslora", "fan_in_fan_out", "inference_mode", "use_qalora", "lora_bias"):
+            if key in lora and not isinstance(lora[key], bool):
+                problems.append(f".{key}: must be true or false (got {lora[key]!r})")
         if lora.get("bias", "none") not in ("none", "all", "lora_only"):
             problems.append(f".bias: must be 'none', 'all' or 'lora_only' (got {lora['bias']!r})")
         task_type = lora.get("task_type")
@@ -229,8 +372,27 @@ class Spec(Frozen):
         return self
 
     @model_validator(mode="after")
+    def _columns_named(self) -> Spec:
+        if self.columns is None:
+            return self
+        optional = {1} if self.task == "text-classification" and len(self.columns) == 3 else set()
+        missing = [i for i, c in enumerate(self.columns) if c is None and i not in optional]
+        if missing:
+            raise ValueError(
+                f"columns: position {missing[0]} has no name (got {list(self.columns)}); name every column "
+                f"(only the second text of a classification pair may be null), e.g. {list(TASKS[self.task].columns)}"
+            )
+        return self
+
+    def stride_for(self, maxlength: int) -> int:
+        """The QA window overlap: the spec's ``stride``; when not given, 128 (txtai's) where it fits, else a quarter of ``maxlength``."""
+        given = "stride" in self.model_fields_set
+        return self.stride if given or self.stride < maxlength // 2 else maxlength // 4
+
+    @model_validator(mode="after")
     def _stride_fits_maxlength(self) -> Spec:
-        if self.task == "question-answering" and self.maxlength and self.stride >= self.maxlength // 2:
+        given = "stride" in self.model_fields_set
+        if self.task == "question-answering" and self.maxlength and given and self.stride >= self.maxlength // 2:
             raise ValueError(
                 f"stride: question windows must advance, so stride must be under half of maxlength "
                 f"(got stride={self.stride}, maxlength={self.maxlength}); set e.g. stride: {self.maxlength // 4}"

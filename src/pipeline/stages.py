@@ -21,7 +21,7 @@ from toolz import compose_left
 from . import data
 from ._frozen import FrozenDict, thaw
 from .derive import Plan, plan
-from .errors import SpecError
+from .errors import Interrupted, SpecError
 from .hardware import Hardware, detect
 from .specs import Spec
 from .tasks import TASKS
@@ -89,7 +89,7 @@ def load(run: Run | Spec) -> Run:
 
     run = run if isinstance(run, Run) else start(run)
     spec = run.spec
-    train_data, eval_data, labels = preflight(spec)
+    train_data, eval_data, labels = preflight(spec, run.plan)
     if not run.hardware.accelerator:
         _return_freed_memory()  # before loading: quantizing on load frees much of what it reads
 
@@ -269,7 +269,7 @@ def train(run: Run) -> Run:
 
     Returns the run with the model in eval mode, its metrics and the log history.
     """
-    from ._trainer import Arguments, Trainer
+    from ._trainer import Arguments, StopOnSignal, Trainer
     from .preflight import metrics_function
 
     if run.model is None:
@@ -286,8 +286,15 @@ def train(run: Run) -> Run:
         processing_class=run.tokenizer,
         data_collator=_collator(run),
         compute_metrics=metrics_function(spec.metrics),
+        callbacks=[stop := StopOnSignal()],
     )
-    metrics = dict(trainer.train(resume_from_checkpoint=_checkpoint(spec.checkpoint, args.output_dir)).metrics)
+    with stop.installed():
+        result = trainer.train(resume_from_checkpoint=_checkpoint(spec.checkpoint, args.output_dir))
+    if stop.signal is not None:
+        step = trainer.state.global_step
+        saved = Path(args.output_dir) / f"checkpoint-{step}" if args.output_dir else None
+        raise Interrupted(stop.signal, step, str(saved) if saved and saved.is_dir() else None)
+    metrics = dict(result.metrics)
     if eval_set is not None:
         metrics |= trainer.evaluate()
     if args.output_dir and args.should_save:
