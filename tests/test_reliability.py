@@ -159,3 +159,30 @@ def test_a_signal_stops_at_a_step_saves_and_resumes_to_the_uninterrupted_weights
     assert a.keys() == b.keys()
     for name in a:
         assert torch.equal(a[name], b[name]), name
+
+
+def test_a_run_that_fails_before_its_first_checkpoint_leaves_no_folder(models, tmp_path):
+    """The Trainer makes output_dir when it starts; a run that dies before saving anything removes it."""
+    def broken(prediction):
+        raise RuntimeError("metrics failed")
+
+    out = tmp_path / "out"
+    spec = Spec(base=models["bert"], train=sentiment(16), validation=sentiment(8, 1), metrics=broken,
+                training={"output_dir": str(out), "eval_on_start": True, "max_steps": 2, "disable_tqdm": True})
+    with pytest.raises(RuntimeError, match="metrics failed"):
+        fine_tune(start(spec, CPU))
+    assert not out.exists()
+
+
+def test_an_output_without_room_for_the_model_is_refused_up_front(models, tmp_path):
+    """Disk space is checked against the estimated size of what the run saves (here ~4 TB of weights)."""
+    from pipeline import plan
+    from pipeline.errors import SpecError
+    from pipeline.preflight import preflight
+
+    huge = {"model_type": "llama", "vocab_size": 32000, "hidden_size": 16384, "num_hidden_layers": 1000,
+            "num_attention_heads": 128, "intermediate_size": 53248, "max_position_embeddings": 2048}
+    spec = Spec(base=models["bert"], train=sentiment(8), maxlength=16, training={"output_dir": str(tmp_path / "o")})
+    with pytest.raises(SpecError, match=r"training.output_dir: .* GiB free, and this run saves about"):
+        preflight(spec, plan(spec, CPU, huge))
+    assert not (tmp_path / "o").exists()

@@ -278,6 +278,7 @@ def train(run: Run) -> Run:
     train_set = data.encode(run.train_data, spec, run.tokenizer, maxlength, run.labels)
     eval_set = data.encode(run.eval_data, spec, run.tokenizer, maxlength, run.labels) if run.eval_data else None
     args = Arguments(**thaw(run.plan.training_args))
+    existed = bool(args.output_dir) and Path(args.output_dir).exists()
     trainer = Trainer(
         model=run.model,
         args=args,
@@ -288,8 +289,12 @@ def train(run: Run) -> Run:
         compute_metrics=metrics_function(spec.metrics),
         callbacks=[stop := StopOnSignal()],
     )
-    with stop.installed():
-        result = trainer.train(resume_from_checkpoint=_checkpoint(spec.checkpoint, args.output_dir))
+    try:
+        with stop.installed():
+            result = trainer.train(resume_from_checkpoint=_checkpoint(spec.checkpoint, args.output_dir))
+    except BaseException:
+        _drop_if_new_and_empty(args.output_dir, existed)
+        raise
     if stop.signal is not None:
         step = trainer.state.global_step
         saved = Path(args.output_dir) / f"checkpoint-{step}" if args.output_dir else None
@@ -303,6 +308,14 @@ def train(run: Run) -> Run:
     log.debug("metrics: %s", metrics)
     history = tuple(FrozenDict(entry) for entry in trainer.state.log_history)
     return replace(run, metrics=FrozenDict(metrics), log_history=history)
+
+
+def _drop_if_new_and_empty(output_dir: str, existed: bool) -> None:
+    """After a failed run: remove the output folder the Trainer created, unless it holds checkpoints."""
+    folder = Path(output_dir) if output_dir else None
+    if folder is None or existed or not folder.is_dir() or any(folder.glob("checkpoint-*")):
+        return
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def _return_freed_memory() -> None:
