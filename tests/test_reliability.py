@@ -186,3 +186,31 @@ def test_an_output_without_room_for_the_model_is_refused_up_front(models, tmp_pa
     with pytest.raises(SpecError, match=r"training.output_dir: .* GiB free, and this run saves about"):
         preflight(spec, plan(spec, CPU, huge))
     assert not (tmp_path / "o").exists()
+
+
+def test_a_save_replaces_the_old_model_whole_and_keeps_checkpoints_and_other_files(models, tmp_path):
+    """A full model saved over an adapter: no adapter file survives (transformers would load it), while
+    checkpoints, run records and the user's files stay; the swap leaves no staging folder behind."""
+    from transformers import AutoModelForSequenceClassification
+
+    from pipeline.stages import _save
+
+    out = tmp_path / "out"
+    lora = fine_tune(start(Spec(base=models["bert"], train=sentiment(16), lora=True,
+                                training={"output_dir": str(out), "max_steps": 1, "disable_tqdm": True}), CPU))
+    assert (out / "adapter_model.safetensors").exists()
+    (out / "checkpoint-1").mkdir()
+    (out / "checkpoint-1" / "trainer_state.json").write_text("{}")
+    (out / "notes.txt").write_text("mine")
+    full = fine_tune(start(Spec(base=models["bert"], train=sentiment(16), training={"max_steps": 1}), CPU))
+    _save(full.model, full.tokenizer, str(out))
+    names = {p.name for p in out.iterdir()}
+    assert not any(name.startswith("adapter_") for name in names), names
+    assert {"model.safetensors", "config.json", "checkpoint-1", "notes.txt"} <= names
+    assert (out / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    reloaded = AutoModelForSequenceClassification.from_pretrained(out).eval()
+    batch = full.tokenizer(["the car was good"], return_tensors="pt")
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(**batch).logits, full.model(**batch).logits)
+    assert lora.metrics
