@@ -86,6 +86,7 @@ def test_train_writes_a_run_folder_and_merge_serves_it(spec_file, tmp_path):
     assert "eval_loss" in json.loads((folder / "metrics.json").read_text())
     assert "eval_loss" in out.stdout and folder.name in out.stdout
     assert (folder / "loss.png").read_bytes()[:4] == b"\x89PNG"
+    assert "{'loss'" not in out.stderr and "loss=" in out.stderr  # one bar with the loss in it, no log dicts
 
     merged = tmp_path / "merged"
     assert pipeline("merge", folder, merged).returncode == 0

@@ -55,6 +55,33 @@ class Trainer(transformers.Trainer):
         return sampler
 
 
+class Progress(transformers.trainer_callback.ProgressCallback):
+    """One training bar with the latest loss and learning rate in it, instead of a dict printed
+    into it at every log; evaluation runs in a bar that goes away when it is done."""
+
+    SHOWN = {"loss": "loss", "eval_loss": "eval_loss", "learning_rate": "lr"}
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.postfix: dict[str, str] = {}
+        super().on_train_begin(args, state, control, **kwargs)
+
+    def on_prediction_step(self, args, state, control, eval_dataloader=None, **kwargs):
+        if state.is_world_process_zero and self.prediction_bar is None and self.training_bar is not None:
+            from tqdm.auto import tqdm
+
+            total = len(eval_dataloader) if eval_dataloader is not None and hasattr(eval_dataloader, "__len__") else None
+            self.prediction_bar = tqdm(total=total, leave=False, dynamic_ncols=True, desc="evaluating")
+        super().on_prediction_step(args, state, control, eval_dataloader=eval_dataloader, **kwargs)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or self.training_bar is None or not logs:
+            return
+        shown = {short: f"{logs[key]:.3g}" for key, short in self.SHOWN.items() if isinstance(logs.get(key), float)}
+        if shown:
+            self.postfix.update(shown)
+            self.training_bar.set_postfix(self.postfix, refresh=False)
+
+
 class StopOnSignal(transformers.TrainerCallback):
     """SIGINT / SIGTERM stop training at the next step boundary, saving a checkpoint when there is an
     ``output_dir``; a second signal stops at once (the default handlers are back by then)."""

@@ -269,7 +269,9 @@ def train(run: Run) -> Run:
 
     Returns the run with the model in eval mode, its metrics and the log history.
     """
-    from ._trainer import Arguments, StopOnSignal, Trainer
+    from transformers.trainer_callback import ProgressCallback
+
+    from ._trainer import Arguments, Progress, StopOnSignal, Trainer
     from .preflight import metrics_function
 
     if run.model is None:
@@ -289,6 +291,8 @@ def train(run: Run) -> Run:
         compute_metrics=metrics_function(spec.metrics),
         callbacks=[stop := StopOnSignal()],
     )
+    if trainer.pop_callback(ProgressCallback) is not None:
+        trainer.add_callback(Progress())
     try:
         with stop.installed():
             result = trainer.train(resume_from_checkpoint=_checkpoint(spec.checkpoint, args.output_dir))
