@@ -47,7 +47,7 @@ DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8}
 GATED = {"llama", "mistral", "mixtral", "qwen2", "qwen3", "qwen2_moe", "gemma", "gemma2", "gemma3_text", "phi3",
          "olmo", "olmo2", "granite", "cohere", "starcoder2", "stablelm", "smollm3", "t5", "mt5"}
 """Model types whose MLP is gated (gate, up and down projections)."""
-OVERHEAD = {"cpu": 64 * MiB, "cuda": 1 * GiB, "mps": 512 * MiB, "xpu": 1 * GiB}
+OVERHEAD = {"cpu": 48 * MiB, "cuda": 1 * GiB, "mps": 512 * MiB, "xpu": 1 * GiB}
 """Fixed cost per device kind: the data and Trainer on a CPU; CUDA context and allocator cache on a GPU."""
 EIGHT_BIT_OPTIMIZERS = ("8bit",)
 
