@@ -228,3 +228,17 @@ def test_only_documented_errors_escape_spec_plan_and_preflight(models, fields, h
         return
     if not hardware.accelerator:
         assert Arguments(**thaw(planned.training_args)).output_dir is not None
+
+
+def test_a_loaded_model_is_used_as_it_is_so_what_the_plan_changes_must_hold(models):
+    """A loaded full-precision model with quantize, or with another label count: refused before training."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    model = AutoModelForSequenceClassification.from_pretrained(models["bert"], num_labels=3)
+    tokenizer = AutoTokenizer.from_pretrained(models["bert"])
+    spec = Spec(base=(model, tokenizer), train=ROWS, lora=True, quantize=True, quantize_on_cpu=True)
+    with pytest.raises(SpecError) as caught:
+        fine_tune(start(spec, CPU))
+    message = str(caught.value)
+    assert "quantize: the loaded base model is not quantized" in message
+    assert "the loaded model has 3 labels and the data 2" in message

@@ -63,7 +63,7 @@ def preflight(spec: Spec, plan: Plan | None = None) -> tuple[Any, Any, data.Labe
 
     spec_problems = _model_problems(spec) + _metrics_problems(spec)
     if plan is not None:
-        spec_problems += _arguments_problems(plan) + _output_problems(plan)
+        spec_problems += _arguments_problems(plan) + _output_problems(plan) + _loaded_problems(spec, plan, labels)
     if isinstance(spec.checkpoint, str) and not Path(spec.checkpoint).is_dir():
         spec_problems.append(
             f"checkpoint: no such checkpoint folder {spec.checkpoint!r}; "
@@ -195,3 +195,24 @@ def _output_problems(plan: Plan) -> list[str]:
             f"{saved / 2**30:.1f} GiB; free some space or choose another output"
         ]
     return []
+
+
+def _loaded_problems(spec: Spec, plan: Plan, labels: data.Labels | None) -> list[str]:
+    """A loaded ``(model, tokenizer)`` base is used as it is: what the plan would change must already hold."""
+    if not isinstance(spec.base, tuple):
+        return []
+    model = spec.base[0]
+    problems = []
+    quantized = any(getattr(model, f"is_loaded_in_{bits}bit", False) for bits in (4, 8))
+    if plan.quantization and not quantized:
+        problems.append(
+            "quantize: the loaded base model is not quantized, and pipeline quantizes only while loading from a "
+            "folder; give the model's folder as base (save_pretrained it first), or load it in 4-bit yourself"
+        )
+    have = getattr(model.config, "num_labels", None)
+    if labels is not None and have is not None and have != labels.num_labels:
+        problems.append(
+            f"base: the loaded model has {have} labels and the data {labels.num_labels}; load it with "
+            f"num_labels={labels.num_labels} (and id2label), or give its folder as base"
+        )
+    return problems
