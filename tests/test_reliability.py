@@ -65,7 +65,7 @@ def test_a_crash_mid_save_leaves_the_previous_output_loadable(models, tmp_path):
     from peft import PeftModel
     from transformers import AutoModelForSequenceClassification
 
-    from pipeline.stages import _save
+    from pipeline._disk import save
 
     spec = Spec(base=models["bert"], train=sentiment(32), lora=True,
                 training={"output_dir": str(tmp_path), "max_steps": 2, "disable_tqdm": True})
@@ -80,7 +80,7 @@ def test_a_crash_mid_save_leaves_the_previous_output_loadable(models, tmp_path):
 
     tokenizer.save_pretrained = crash  # the process dies after writing the weights, before the tokenizer
     with pytest.raises(OSError, match="disk full"):
-        _save(second.model, tokenizer, str(tmp_path))
+        save(second.model, tokenizer, str(tmp_path), [second.model])
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
 
     base = AutoModelForSequenceClassification.from_pretrained(models["bert"], num_labels=2)
@@ -193,7 +193,7 @@ def test_a_save_replaces_the_old_model_whole_and_keeps_checkpoints_and_other_fil
     checkpoints, run records and the user's files stay; the swap leaves no staging folder behind."""
     from transformers import AutoModelForSequenceClassification
 
-    from pipeline.stages import _save
+    from pipeline._disk import save
 
     out = tmp_path / "out"
     lora = fine_tune(start(Spec(base=models["bert"], train=sentiment(16), lora=True,
@@ -203,7 +203,7 @@ def test_a_save_replaces_the_old_model_whole_and_keeps_checkpoints_and_other_fil
     (out / "checkpoint-1" / "trainer_state.json").write_text("{}")
     (out / "notes.txt").write_text("mine")
     full = fine_tune(start(Spec(base=models["bert"], train=sentiment(16), training={"max_steps": 1}), CPU))
-    _save(full.model, full.tokenizer, str(out))
+    save(full.model, full.tokenizer, str(out), [full.model])
     names = {p.name for p in out.iterdir()}
     assert not any(name.startswith("adapter_") for name in names), names
     assert {"model.safetensors", "config.json", "checkpoint-1", "notes.txt"} <= names

@@ -11,13 +11,14 @@ import copy
 import json
 import logging
 import os
-import shutil
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from toolz import compose_left
 
+from . import _cpu as cpu
+from . import _disk as disk
 from . import data
 from ._frozen import FrozenDict, thaw
 from .derive import Plan, plan
@@ -91,12 +92,12 @@ def load(run: Run | Spec) -> Run:
     spec = run.spec
     train_data, eval_data, labels = preflight(spec, run.plan)
     if not run.hardware.accelerator:
-        _return_freed_memory()  # before loading: quantizing on load frees much of what it reads
+        cpu.return_freed_memory()  # before loading: quantizing on load frees much of what it reads
 
     set_seed(_seed(run))  # before the model is created, so its new weights are reproducible
     tokenizer, model = _load_pretrained(run, labels)
     if run.plan.quantization and not run.hardware.accelerator:
-        _own_unquantized(model)
+        cpu.own_unquantized(_parts(model))
     log.info("loaded %s for %s", type(model).__name__, spec.task)
     return replace(run, tokenizer=tokenizer, model=model, train_data=train_data, eval_data=eval_data, labels=labels)
 
@@ -128,20 +129,6 @@ def _load_pretrained(run: Run, labels: data.Labels | None) -> tuple[Any, Any]:
         if config.pad_token_id is None:
             config.pad_token_id = tokenizer.pad_token_id
     return tokenizer, model
-
-
-def _own_unquantized(model: Any) -> None:
-    """Copy the float tensors of a model quantized on a CPU out of the checkpoint's memory map.
-
-    transformers leaves them as views of the mapped file, which keeps it mapped, and with
-    it every page that quantizing read: the whole float checkpoint stays resident.
-    """
-    from itertools import chain
-
-    for part in _parts(model):
-        for tensor in chain(part.parameters(), part.buffers()):
-            if tensor.is_floating_point():
-                tensor.data = tensor.data.clone()
 
 
 def _configs(model: Any) -> list[Any]:
@@ -297,7 +284,7 @@ def train(run: Run) -> Run:
         with stop.installed():
             result = trainer.train(resume_from_checkpoint=_checkpoint(spec.checkpoint, args.output_dir))
     except BaseException:
-        _drop_if_new_and_empty(args.output_dir, existed)
+        disk.drop_if_new_and_empty(args.output_dir, existed)
         raise
     if stop.signal is not None:
         step = trainer.state.global_step
@@ -307,111 +294,11 @@ def train(run: Run) -> Run:
     if eval_set is not None:
         metrics |= trainer.evaluate()
     if args.output_dir and args.should_save:
-        _save(run.model, run.tokenizer, args.output_dir)
+        disk.save(run.model, run.tokenizer, args.output_dir, _parts(run.model))
     run.model.eval()
     log.debug("metrics: %s", metrics)
     history = tuple(FrozenDict(entry) for entry in trainer.state.log_history)
     return replace(run, metrics=FrozenDict(metrics), log_history=history)
-
-
-def _drop_if_new_and_empty(output_dir: str, existed: bool) -> None:
-    """After a failed run: remove the output folder the Trainer created, unless it holds checkpoints."""
-    folder = Path(output_dir) if output_dir else None
-    if folder is None or existed or not folder.is_dir() or any(folder.glob("checkpoint-*")):
-        return
-    shutil.rmtree(folder, ignore_errors=True)
-
-
-def _return_freed_memory() -> None:
-    """glibc: allocate blocks over 128 KiB straight from the OS, so freed activations go back to it.
-
-    By default glibc raises that threshold to the largest block freed so far (up to
-    32 MiB), after which activations of every size land in heaps that fragment and do
-    not shrink: peak RSS measured 15% (full fine-tune) to 33% (LoRA) higher on MiniLM
-    (bench/MEMORY.md). Process-wide; a no-op where the C library is not glibc.
-    """
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD
-    except (OSError, AttributeError):
-        pass
-
-
-MODEL_FILES = (
-    "config.json", "generation_config.json", "model*.safetensors*", "pytorch_model*", "adapter_*", "tokenizer*",
-    "special_tokens_map.json", "vocab.*", "merges.txt", "added_tokens.json", "*.model", "chat_template*",
-    "README.md", "training_args.bin", "generator",
-)
-"""What a save writes: replaced as a whole by the next save (an old adapter never outlives a full model)."""
-
-
-def _save(model: Any, tokenizer: Any, path: str) -> None:
-    """Model (or adapter) and tokenizer, each loadable with plain transformers / peft.
-
-    Written whole into a sibling staging folder, with everything of the old output that
-    is not a saved model (checkpoints, run records, your files) linked in, then swapped
-    with the output folder in one atomic rename: a reader sees the old output or the new
-    one, never a mix, and a crash before the swap leaves the old one as it was. Beside an
-    adapter goes the base model's config: its label names and task class, which
-    `pipeline merge` needs.
-    """
-    target = Path(path).absolute()
-    staging = target.with_name(f".{target.name}.saving-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
-        model.save_pretrained(staging)
-        parts = _parts(model)
-        folders = [staging / "generator", staging] if len(parts) == 2 else [staging]  # as TokenDetection saves
-        for part, folder in zip(parts, folders):
-            if hasattr(part, "get_base_model"):
-                base = part.get_base_model()
-                base.config.architectures = [type(base).__name__]  # the task class, not the checkpoint's
-                base.config.save_pretrained(folder)
-        tokenizer.save_pretrained(staging)
-        if target.is_dir():
-            for item in target.iterdir():
-                if not any(item.match(pattern) for pattern in MODEL_FILES):
-                    _link(item, staging / item.name)
-        _swap(staging, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)  # the old output after a swap, the partial new one otherwise
-
-
-def _link(source: Path, target: Path) -> None:
-    """Hard-link ``source`` (a file or a whole folder) at ``target``: no copies, same filesystem."""
-    if source.is_dir():
-        target.mkdir()
-        for item in source.iterdir():
-            _link(item, target / item.name)
-        return
-    try:
-        os.link(source, target)
-    except OSError:  # a filesystem without hard links
-        shutil.copy2(source, target)
-
-
-def _swap(new: Path, old: Path) -> None:
-    """Put folder ``new`` at ``old`` in one atomic step (``renameat2`` exchange on Linux); ``old``'s
-    content ends up at ``new``. Elsewhere two renames, with a moment where ``old`` is missing."""
-    if not old.exists():
-        os.rename(new, old)
-        return
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        if libc.renameat2(-100, bytes(new), -100, bytes(old), 2) == 0:  # AT_FDCWD, RENAME_EXCHANGE
-            return
-    except (OSError, AttributeError):
-        pass
-    aside = new.with_name(new.name + ".old")
-    os.rename(old, aside)
-    os.rename(new, old)
-    os.rename(aside, new)
 
 
 def merge(run: Run) -> Run:
