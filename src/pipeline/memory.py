@@ -45,11 +45,10 @@ __all__ = ["Memory", "Setup", "Shape", "Suggestion", "memory", "shape"]
 MiB, GiB = 2**20, 2**30
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8}
 GATED = {"llama", "mistral", "mixtral", "qwen2", "qwen3", "qwen2_moe", "gemma", "gemma2", "gemma3_text", "phi3",
-         "olmo", "olmo2", "granite", "cohere", "starcoder2", "stablelm", "smollm3", "t5", "mt5"}
+         "olmo", "olmo2", "granite", "cohere", "starcoder2", "stablelm", "smollm3"}
 """Model types whose MLP is gated (gate, up and down projections)."""
 OVERHEAD = {"cpu": 48 * MiB, "cuda": 1 * GiB, "mps": 512 * MiB, "xpu": 1 * GiB}
 """Fixed cost per device kind: the data and Trainer on a CPU; CUDA context and allocator cache on a GPU."""
-EIGHT_BIT_OPTIMIZERS = ("8bit",)
 
 
 def _first(config: Mapping[str, Any], *names: str, default: Any = None) -> Any:
@@ -122,7 +121,7 @@ def shape(config: Mapping[str, Any]) -> Shape:
     >>> s.gated, s.kv_heads, s.block_parameters()
     (True, 4, 81920)
     """
-    config = dict(config.get("text_config") or config) if "text_config" in config else dict(config)
+    config = dict(config.get("text_config") or config)  # multimodal configs keep the language model's inside
     family = str(config.get("model_type", ""))
     hidden = int(_first(config, "hidden_size", "d_model", "n_embd", "dim", default=0))
     encoder = _first(config, "encoder_layers", "num_layers")
@@ -169,7 +168,6 @@ class Setup:
     device: str = "cpu"
     lora_r: int | None = None
     lora_targets: tuple[str, ...] | str = "all-linear"
-    lora_dropout: float = 0.0
     quantized_bits: int | None = None
     double_quant: bool = True
     checkpointing: bool | None = None
