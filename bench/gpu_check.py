@@ -57,7 +57,7 @@ def train(folder: Path, quantize: bool) -> dict:
         "way": "QLoRA (NF4, seed defaults)" if quantize else "bf16 LoRA",
         "peak GPU memory (GiB)": f"{torch.cuda.max_memory_allocated() / 2**30:.2f}",
         # max_memory_allocated counts tensors only: compare without the estimate's fixed CUDA overhead
-        "estimated tensors (GiB)": f"{(estimate.total - estimate.parts['overhead']) / 2**30:.2f}",
+        "estimated tensors (GiB)": f"{(estimate.total - estimate.parts['overhead']) / 2**30:.2f}" if estimate else "-",
         "train samples/s": f"{run.metrics['train_samples_per_second']:.1f}",
         "loss first -> last": f"{losses[0]:.3f} -> {losses[-1]:.3f}",
         "seconds (load + train)": f"{time.perf_counter() - started:.0f}",
