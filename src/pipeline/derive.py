@@ -14,7 +14,7 @@ from .errors import HardwareError, SpecError
 from .hardware import Hardware
 from .memory import Memory, Setup, Shape, memory, shape
 from .specs import LORA_DEFAULTS, QUANTIZE_DEFAULTS, TRAINING_DEFAULTS, Spec
-from .tasks import TASKS
+from .tasks import DEFAULT_METRICS, TASKS
 
 __all__ = ["Origin", "Plan", "estimate", "lora_kwargs", "plan", "quantization_kwargs", "training_kwargs"]
 
@@ -199,6 +199,8 @@ class Plan(Frozen):
     quantization: FrozenMapping | None
     lora: FrozenMapping | None
     provenance: FrozenMapping
+    metrics: str | None = None
+    """What evaluation reports besides the loss: the task's defaults or the spec's function."""
     maxlength: int | None = None
     """Tokens per example (LM tasks: per block); ``None`` when neither the spec nor the model's config says."""
     attention: str = "sdpa"
@@ -208,7 +210,7 @@ class Plan(Frozen):
 
     def __str__(self) -> str:
         rows = [("task", self.task, "spec")]
-        for key in ("model_class", "collator", "task_type", "maxlength", "attention"):
+        for key in ("model_class", "collator", "task_type", "metrics", "maxlength", "attention"):
             value = getattr(self, key)
             if value is not None:
                 origin = self.provenance.get(key)
@@ -264,6 +266,13 @@ def plan(spec: Spec, hardware: Hardware, config: Mapping[str, Any] | None = None
     provenance["attention"] = Origin(
         source="pipeline", reason="needs least memory (no attention matrix kept); eager where a model lacks it"
     )
+    metrics = None
+    if spec.metrics is not None:
+        metrics = spec.metrics if isinstance(spec.metrics, str) else getattr(spec.metrics, "__name__", "a function")
+        provenance["metrics"] = Origin(source="user", reason="metrics")
+    elif spec.task in DEFAULT_METRICS:
+        metrics = DEFAULT_METRICS[spec.task]
+        provenance["metrics"] = Origin(source="task", reason="on validation data, with scikit-learn")
     maxlength, estimate = spec.maxlength, None
     if spec.maxlength:
         provenance["maxlength"] = Origin(source="user", reason="maxlength")
@@ -287,6 +296,7 @@ def plan(spec: Spec, hardware: Hardware, config: Mapping[str, Any] | None = None
         quantization=quantization,
         lora=lora,
         provenance=FrozenDict(provenance),
+        metrics=metrics,
         maxlength=maxlength,
         memory=estimate,
         notes=tuple(notes + _ignored(spec)),

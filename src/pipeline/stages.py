@@ -227,6 +227,10 @@ def _collator(run: Run) -> Any:
     return transformers.DataCollatorWithPadding(tokenizer)
 
 
+def _problem(labels: data.Labels | None) -> str | None:
+    return labels.problem_type if labels else None
+
+
 def _checkpoint(checkpoint: str | bool | None, output_dir: str) -> str | None:
     """The checkpoint to resume from: ``True`` means the latest *complete* one in ``output_dir``.
 
@@ -258,6 +262,7 @@ def train(run: Run) -> Run:
     """
     from transformers.trainer_callback import ProgressCallback
 
+    from ._metrics import default_metrics, perplexity
     from ._trainer import Arguments, Progress, StopOnSignal, Trainer
     from .preflight import metrics_function
 
@@ -275,7 +280,7 @@ def train(run: Run) -> Run:
         eval_dataset=eval_set,
         processing_class=run.tokenizer,
         data_collator=_collator(run),
-        compute_metrics=metrics_function(spec.metrics),
+        compute_metrics=metrics_function(spec.metrics) or default_metrics(spec.task, _problem(run.labels)),
         callbacks=[stop := StopOnSignal()],
     )
     if trainer.pop_callback(ProgressCallback) is not None:
@@ -293,6 +298,7 @@ def train(run: Run) -> Run:
     metrics = dict(result.metrics)
     if eval_set is not None:
         metrics |= trainer.evaluate()
+        metrics |= perplexity(spec.task, metrics)
     if args.output_dir and args.should_save:
         disk.save(run.model, run.tokenizer, args.output_dir, _parts(run.model))
     run.model.eval()

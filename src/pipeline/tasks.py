@@ -8,7 +8,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from types import MappingProxyType
 
-__all__ = ["TASKS", "TaskRule"]
+__all__ = ["DEFAULT_METRICS", "TASKS", "TaskRule"]
+
+DEFAULT_METRICS = {
+    "text-classification": "accuracy, macro_f1 (multi-label: micro_f1; regression: mse, pearson)",
+    "language-generation": "perplexity",
+    "language-modeling": "perplexity (of the masked tokens)",
+}
+"""What evaluation reports besides the loss when the spec names no ``metrics`` function."""
 
 
 @dataclass(frozen=True)
