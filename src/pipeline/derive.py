@@ -266,26 +266,8 @@ def plan(spec: Spec, hardware: Hardware, config: Mapping[str, Any] | None = None
     provenance["attention"] = Origin(
         source="pipeline", reason="needs least memory (no attention matrix kept); eager where a model lacks it"
     )
-    metrics = None
-    if spec.metrics is not None:
-        metrics = spec.metrics if isinstance(spec.metrics, str) else getattr(spec.metrics, "__name__", "a function")
-        provenance["metrics"] = Origin(source="user", reason="metrics")
-    elif spec.task in DEFAULT_METRICS:
-        metrics = DEFAULT_METRICS[spec.task]
-        provenance["metrics"] = Origin(source="task", reason="on validation data, with scikit-learn")
-    maxlength, estimate = spec.maxlength, None
-    if spec.maxlength:
-        provenance["maxlength"] = Origin(source="user", reason="maxlength")
-    model = _shape(config, notes)
-    if model is not None:
-        def setup(length: int) -> Setup:
-            return _setup(spec, hardware, model, training, quantization, lora, length)
-
-        if maxlength is None and model.positions:
-            maxlength, reason = _default_maxlength(model, setup, hardware)
-            provenance["maxlength"] = Origin(source="pipeline", reason=reason)
-        if maxlength:
-            estimate = memory(model, setup(maxlength), hardware.available)
+    metrics = _metrics(spec, provenance)
+    maxlength, estimate = _length_and_memory(spec, hardware, config, (training, quantization, lora), provenance, notes)
     return Plan(
         task=spec.task,
         hardware=hardware,
@@ -301,6 +283,42 @@ def plan(spec: Spec, hardware: Hardware, config: Mapping[str, Any] | None = None
         memory=estimate,
         notes=tuple(notes + _ignored(spec)),
     )
+
+
+def _metrics(spec: Spec, provenance: dict[str, Origin]) -> str | None:
+    """What evaluation reports besides the loss: the spec's function, or the task's defaults."""
+    if spec.metrics is not None:
+        provenance["metrics"] = Origin(source="user", reason="metrics")
+        return spec.metrics if isinstance(spec.metrics, str) else getattr(spec.metrics, "__name__", "a function")
+    if spec.task in DEFAULT_METRICS:
+        provenance["metrics"] = Origin(source="task", reason="on validation data, with scikit-learn")
+        return DEFAULT_METRICS[spec.task]
+    return None
+
+
+def _length_and_memory(
+    spec: Spec,
+    hardware: Hardware,
+    config: Mapping[str, Any] | None,
+    configs: tuple[Mapping[str, Any], Mapping[str, Any] | None, Mapping[str, Any] | None],
+    provenance: dict[str, Origin],
+    notes: list[str],
+) -> tuple[int | None, Memory | None]:
+    """``maxlength`` (the spec's, or a default from the model's config that fits) and the memory estimate."""
+    maxlength = spec.maxlength
+    if maxlength:
+        provenance["maxlength"] = Origin(source="user", reason="maxlength")
+    model = _shape(config, notes)
+    if model is None:
+        return maxlength, None
+
+    def setup(length: int) -> Setup:
+        return _setup(spec, hardware, model, *configs, length)
+
+    if maxlength is None and model.positions:
+        maxlength, reason = _default_maxlength(model, setup, hardware)
+        provenance["maxlength"] = Origin(source="pipeline", reason=reason)
+    return maxlength, memory(model, setup(maxlength), hardware.available) if maxlength else None
 
 
 LONGEST_DEFAULT = 2048
