@@ -103,7 +103,7 @@ STEPS = ("logging_steps", "eval_steps", "save_steps")
 def _interval(low_bracket: str, low: float, high: float, high_bracket: str) -> str:
     if high == INF:
         return f"{'>=' if low_bracket == '[' else '>'} {low:g}"
-    return f"in {low_bracket}{low:g}, {high:.0f}{high_bracket}" if high > 1e6 else f"in {low_bracket}{low:g}, {high:g}{high_bracket}"
+    return f"in {low_bracket}{low:g}, {high:.10g}{high_bracket}"
 
 
 def _training_value(key: str, value: Any) -> str | None:
@@ -124,7 +124,7 @@ def _training_value(key: str, value: Any) -> str | None:
     if base == "str" and not isinstance(value, str):
         return f"must be text (got {value!r})"
     choices = _fields.TRAINING_CHOICES.get(key)
-    if choices and not (key == "optim" and not isinstance(value, str)) and str(value) not in choices:
+    if choices and value not in choices:
         shown = ", ".join(repr(c) for c in choices[:12]) + (", ..." if len(choices) > 12 else "")
         return f"must be one of {shown} (got {value!r}){_suggest(str(value), choices)}"
     if rule and number:
