@@ -49,7 +49,7 @@ def test_seed_quantize_defaults_on_cuda():
         "bnb_4bit_use_double_quant": True,
         "bnb_4bit_quant_type": "nf4",
         "bnb_4bit_compute_dtype": "bfloat16",
-        "llm_int8_skip_modules": ("classifier", "score", "pre_classifier", "pooler.dense"),
+        "llm_int8_skip_modules": ("classifier", "score", "pre_classifier", "pooler.dense", "classification_head", "logits_proj"),
     }
     assert p.provenance["quantization.load_in_4bit"].source == "seed"
     assert p.provenance["quantization.llm_int8_skip_modules"].source == "task"

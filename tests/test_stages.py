@@ -204,3 +204,19 @@ def test_resume_from_a_checkpoint(models, tmp_path):
     resumed = fine_tune(start(evolve(spec, checkpoint=True, training={**training, "max_steps": 8}), CPU))
     assert (tmp_path / "checkpoint-8").is_dir()
     assert [e["step"] for e in resumed.log_history][-1] == 8
+
+
+def test_qlora_keeps_transformers_own_skips_beside_the_task_heads(models):
+    """BART's classification_head and ELECTRA's tied generator head stay unquantized, and both train."""
+    bart = fine_tune(start(Spec(base=models["bart"], train=sentiment(16), quantize=True, quantize_on_cpu=True,
+                                lora=True, training={"max_steps": 2, "disable_tqdm": True}), CPU))
+    quantized = {name for name, m in bart.model.named_modules() if type(m).__name__ == "Linear4bit"}
+    assert quantized and not any("classification_head" in name for name in quantized)
+    assert bart.metrics["train_loss"] > 0
+    electra = fine_tune(start(Spec(base=models["electra"], task="token-detection", train=[{"text": t} for t in
+                                   sentences(16)], maxlength=16, quantize=True, quantize_on_cpu=True, lora=True,
+                                   training={"max_steps": 2, "disable_tqdm": True}), CPU))
+    heads = [name for name, m in electra.model.named_modules() if "generator_lm_head" in name]
+    assert heads and all(type(m).__name__ != "Linear4bit" for name, m in electra.model.named_modules()
+                         if "generator_lm_head" in name)
+    assert electra.metrics["train_loss"] > 0

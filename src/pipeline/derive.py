@@ -134,7 +134,9 @@ def quantization_kwargs(spec: Spec, hardware: Hardware) -> tuple[dict[str, Any] 
     ]
     rule = TASKS[spec.task]
     if rule.heads and "llm_int8_skip_modules" not in layers[0][2]:
-        layers.append(("task", "new heads stay unquantized", {"llm_int8_skip_modules": rule.heads}))
+        layers.append(
+            ("task", "new heads stay unquantized (with transformers' own skips)", {"llm_int8_skip_modules": rule.heads})
+        )
     if spec.lora in (None, False):
         raise SpecError(
             "quantize: 4-bit and 8-bit weights cannot be trained directly (got quantize without lora); "

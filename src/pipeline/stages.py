@@ -112,23 +112,47 @@ def _load_pretrained(run: Run, labels: data.Labels | None) -> tuple[Any, Any]:
     else:
         tokenizer = transformers.AutoTokenizer.from_pretrained(spec.base)
         kwargs: dict[str, Any] = labels.config() if labels else {}
-        if run.plan.quantization:
-            kwargs["quantization_config"] = transformers.BitsAndBytesConfig(**thaw(run.plan.quantization))
-            kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0")) if run.hardware.cuda else "cpu"}
         if spec.task == "token-detection":
             from .detection import TokenDetection
 
-            generator = transformers.AutoModelForMaskedLM.from_pretrained(spec.generator or spec.base, **kwargs)
-            discriminator = transformers.AutoModelForPreTraining.from_pretrained(spec.base, **kwargs)
+            generator = _pretrained(run, transformers.AutoModelForMaskedLM, spec.generator or spec.base, kwargs)
+            discriminator = _pretrained(run, transformers.AutoModelForPreTraining, spec.base, kwargs)
             model = TokenDetection(generator, discriminator)
         else:
-            model = getattr(transformers, rule.model_class).from_pretrained(spec.base, **kwargs)
+            model = _pretrained(run, getattr(transformers, rule.model_class), spec.base, kwargs)
     if tokenizer.pad_token is None and tokenizer.eos_token is not None:
         tokenizer.pad_token = tokenizer.eos_token  # decoder-only models often have no pad token
     for config in _configs(model):
         if config.pad_token_id is None:
             config.pad_token_id = tokenizer.pad_token_id
     return tokenizer, model
+
+
+def _pretrained(run: Run, model_class: Any, name: str, kwargs: dict[str, Any]) -> Any:
+    """``model_class.from_pretrained``, 4-bit when the plan quantizes."""
+    if not run.plan.quantization:
+        return model_class.from_pretrained(name, **kwargs)
+    device = int(os.environ.get("LOCAL_RANK", "0")) if run.hardware.cuda else "cpu"
+    quantization = _quantization(run.plan.quantization, model_class, name, kwargs)
+    return model_class.from_pretrained(name, quantization_config=quantization, device_map={"": device}, **kwargs)
+
+
+def _quantization(planned: Any, model_class: Any, name: str, kwargs: dict[str, Any]) -> Any:
+    """The plan's `BitsAndBytesConfig`, its skip list added to transformers' own for this model.
+
+    Given a skip list, transformers drops its own (the output embeddings, tied and last
+    modules), so heads outside ours (BART's classification_head, ELECTRA's tied
+    generator head) would be quantized. Its own are read from a weightless skeleton.
+    """
+    import torch
+    import transformers
+    from transformers.quantizers.base import get_keys_to_not_convert
+
+    with torch.device("meta"):
+        skeleton = model_class.from_config(transformers.AutoConfig.from_pretrained(name, **kwargs))
+    values = thaw(planned)
+    skips = set(values.get("llm_int8_skip_modules") or ()) | set(get_keys_to_not_convert(skeleton))
+    return transformers.BitsAndBytesConfig(**{**values, "llm_int8_skip_modules": sorted(skips)})
 
 
 def _configs(model: Any) -> list[Any]:

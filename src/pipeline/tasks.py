@@ -51,7 +51,7 @@ TASKS: MappingProxyType[str, TaskRule] = MappingProxyType(
                 "DataCollatorWithPadding",
                 ("text", None, "label"),
                 (2, 3),
-                heads=("classifier", "score", "pre_classifier", "pooler.dense"),
+                heads=("classifier", "score", "pre_classifier", "pooler.dense", "classification_head", "logits_proj"),
             ),
             TaskRule(
                 "language-generation",
@@ -97,7 +97,7 @@ TASKS: MappingProxyType[str, TaskRule] = MappingProxyType(
                 ("text",),
                 (1,),
                 language_model=True,
-                heads=("discriminator_predictions",),
+                heads=("discriminator_predictions", "generator_predictions"),
             ),
         )
     }
