@@ -87,6 +87,8 @@ def test_train_writes_a_run_folder_and_merge_serves_it(spec_file, tmp_path):
     assert "eval_loss" in out.stdout and folder.name in out.stdout
     assert (folder / "loss.png").read_bytes()[:4] == b"\x89PNG"
     assert "{'loss'" not in out.stderr and "loss=" in out.stderr  # one bar with the loss in it, no log dicts
+    for noise in ("LOAD REPORT", "gemm_4bit_forward", "FutureWarning"):  # library notices a user cannot act on
+        assert noise not in out.stderr, noise
 
     merged = tmp_path / "merged"
     assert pipeline("merge", folder, merged).returncode == 0

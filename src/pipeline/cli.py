@@ -134,8 +134,17 @@ def _main_process() -> bool:
 
 
 def _logging() -> None:
+    """Our notices at INFO; library notices a user cannot act on are hidden (bitsandbytes' missing optional
+    kernels, transformers' load report of the new head, deprecation warnings between libraries)."""
+    import warnings
+
     logging.basicConfig(format="%(message)s", stream=sys.stderr)
     logging.getLogger("pipeline").setLevel(logging.INFO)
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    logging.getLogger("transformers.modeling_utils").addFilter(
+        lambda record: "LOAD REPORT" not in record.getMessage()  # a new head is reported MISSING: it is meant to be
+    )
+    warnings.filterwarnings("ignore", category=FutureWarning)
 
 
 @app.command()
@@ -258,6 +267,7 @@ def merge(
     """Merge LoRA adapters into the base model for zero-overhead serving (plain transformers)."""
     from .runs import merge_dir
 
+    _logging()
     merge_dir(source, target)
     typer.echo(f"merged {source} into {target}: load it with AutoModel*.from_pretrained({str(target)!r})")
 
