@@ -141,3 +141,22 @@ def test_spec_file_data_paths_are_relative_to_the_file(tmp_path):
     assert spec.train == str(tmp_path / "data/train.jsonl")
     assert spec.base == "hub/model"  # no such folder: a hub id stays as it is
     assert spec.training["learning_rate"] == 1e-3  # a number, not PyYAML's string
+
+
+def test_a_run_folder_works_from_any_working_directory(models, tmp_path):
+    """Paths in a spec file are stored absolute: merge and the run's own spec work from elsewhere."""
+    import shutil
+
+    from pipeline.files import load_spec
+
+    work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
+    shutil.copytree(models["bert"], work / "model")
+    elsewhere.mkdir()
+    (work / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in sentiment(16)))
+    (work / "spec.yaml").write_text(yaml.safe_dump({"base": "model", "train": "train.jsonl", "lora": True,
+                                                    "maxlength": 16, "training": {"max_steps": 1}}))
+    assert pipeline("train", "spec.yaml", "-o", "run", cwd=work).returncode == 0
+    merged = pipeline("merge", "../work/run", "merged", cwd=elsewhere)
+    assert merged.returncode == 0, merged.stderr[-2000:]
+    assert (elsewhere / "merged" / "config.json").is_file()
+    assert Path(load_spec(work / "run" / "spec.yaml").train).is_file()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +17,11 @@ PATH_FIELDS = ("train", "validation")
 
 
 def _resolve(value: Any, folder: Path, always: bool) -> Any:
+    """A path relative to the spec file, made absolute: a run folder's spec and adapter then work from anywhere."""
     if not isinstance(value, str) or Path(value).is_absolute():
         return value
     candidate = folder / value
-    return str(candidate) if always or candidate.exists() else value
+    return os.path.abspath(candidate) if always or candidate.exists() else value
 
 
 def _yaml(text: str) -> Any:
