@@ -1,5 +1,7 @@
 """stages.py: every task trains end to end on real tiny models, saves and reloads."""
 
+from pathlib import Path
+
 import pytest
 import torch
 from toolz import compose_left
@@ -220,3 +222,26 @@ def test_qlora_keeps_transformers_own_skips_beside_the_task_heads(models):
     assert heads and all(type(m).__name__ != "Linear4bit" for name, m in electra.model.named_modules()
                          if "generator_lm_head" in name)
     assert electra.metrics["train_loss"] > 0
+
+
+def test_a_bf16_checkpoint_is_fully_fine_tuned_in_float32_and_lora_keeps_it(models, tmp_path):
+    """Full fine-tune: float32 master weights (the plan says why); LoRA: the frozen base stays bf16; dtype wins."""
+    from transformers import LlamaForCausalLM
+
+    LlamaForCausalLM.from_pretrained(models["llama"]).to(torch.bfloat16).save_pretrained(tmp_path / "bf16")
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (tmp_path / "bf16" / name).write_bytes((Path(models["llama"]) / name).read_bytes())
+    texts = [{"text": t} for t in sentences(16)]
+    spec = Spec(base=str(tmp_path / "bf16"), task="language-generation", train=texts, maxlength=16,
+                training={"max_steps": 1, "disable_tqdm": True})
+    full = fine_tune(start(spec, CPU))
+    assert full.plan.dtype == "float32" and full.plan.provenance["dtype"].source == "pipeline"
+    assert {p.dtype for p in full.model.parameters()} == {torch.float32}
+    assert full.plan.memory.inputs["weights"].endswith("x 4 bytes (float32)")  # the estimate follows the dtype
+    assert full.plan.memory.parts["weights"] == pytest.approx(4 * sum(p.numel() for p in full.model.parameters()),
+                                                              rel=0.01)
+    lora = fine_tune(start(evolve(spec, lora=True), CPU))
+    assert lora.plan.dtype == "auto"
+    assert any(p.dtype == torch.bfloat16 for p in lora.model.parameters() if not p.requires_grad)
+    pinned = fine_tune(start(evolve(spec, dtype="bfloat16"), CPU))
+    assert {p.dtype for p in pinned.model.parameters()} == {torch.bfloat16}

@@ -201,6 +201,8 @@ class Plan(Frozen):
     quantization: FrozenMapping | None
     lora: FrozenMapping | None
     provenance: FrozenMapping
+    dtype: str = "auto"
+    """The dtype the model's weights are loaded in (``auto``: the checkpoint's)."""
     metrics: str | None = None
     """What evaluation reports besides the loss: the task's defaults or the spec's function."""
     maxlength: int | None = None
@@ -212,7 +214,7 @@ class Plan(Frozen):
 
     def __str__(self) -> str:
         rows = [("task", self.task, "spec")]
-        for key in ("model_class", "collator", "task_type", "metrics", "maxlength", "attention"):
+        for key in ("model_class", "collator", "task_type", "dtype", "metrics", "maxlength", "attention"):
             value = getattr(self, key)
             if value is not None:
                 origin = self.provenance.get(key)
@@ -269,7 +271,10 @@ def plan(spec: Spec, hardware: Hardware, config: Mapping[str, Any] | None = None
         source="pipeline", reason="needs least memory (no attention matrix kept); eager where a model lacks it"
     )
     metrics = _metrics(spec, provenance)
-    maxlength, estimate = _length_and_memory(spec, hardware, config, (training, quantization, lora), provenance, notes)
+    dtype = _dtype(spec, lora, quantization, provenance)
+    maxlength, estimate = _length_and_memory(
+        spec, hardware, config, (training, quantization, lora, dtype), provenance, notes
+    )
     return Plan(
         task=spec.task,
         hardware=hardware,
@@ -280,11 +285,26 @@ def plan(spec: Spec, hardware: Hardware, config: Mapping[str, Any] | None = None
         quantization=quantization,
         lora=lora,
         provenance=FrozenDict(provenance),
+        dtype=dtype,
         metrics=metrics,
         maxlength=maxlength,
         memory=estimate,
         notes=tuple(notes + _ignored(spec)),
     )
+
+
+def _dtype(spec: Spec, lora: Any, quantization: Any, provenance: dict[str, Origin]) -> str:
+    """The weights' dtype: the spec's; float32 for a full fine-tune; the checkpoint's for frozen LoRA bases."""
+    if spec.dtype:
+        provenance["dtype"] = Origin(source="user", reason="dtype")
+        return spec.dtype
+    if lora is None and quantization is None:
+        provenance["dtype"] = Origin(
+            source="pipeline", reason="full fine-tune: float32 master weights (a bf16 checkpoint would train in bf16)"
+        )
+        return "float32"
+    provenance["dtype"] = Origin(source="pipeline", reason="the checkpoint's own: LoRA leaves the base frozen")
+    return "auto"
 
 
 def _metrics(spec: Spec, provenance: dict[str, Origin]) -> str | None:
@@ -302,7 +322,7 @@ def _length_and_memory(
     spec: Spec,
     hardware: Hardware,
     config: Mapping[str, Any] | None,
-    configs: tuple[Mapping[str, Any], Mapping[str, Any] | None, Mapping[str, Any] | None],
+    configs: tuple[Mapping[str, Any], Mapping[str, Any] | None, Mapping[str, Any] | None, str],
     provenance: dict[str, Origin],
     notes: list[str],
 ) -> tuple[int | None, Memory | None]:
@@ -360,6 +380,7 @@ def _setup(
     training: Mapping[str, Any],
     quantization: Mapping[str, Any] | None,
     lora: Mapping[str, Any] | None,
+    dtype: str,
     tokens: int,
 ) -> Setup:
     """The numbers the memory estimate reads, from the derived configs."""
@@ -380,6 +401,7 @@ def _setup(
         double_quant=bool(quantization.get("bnb_4bit_use_double_quant", False)) if quantization else False,
         checkpointing=training.get("gradient_checkpointing"),
         optimizer=str(training.get("optim", "adamw_torch_fused")),
+        dtype=model.dtype if dtype == "auto" else dtype,
         mixed_precision=bool(training.get("bf16") or training.get("fp16")),
         language_model=rule.language_model or spec.task == "sequence-sequence",
         models=2 if spec.task == "token-detection" else 1,

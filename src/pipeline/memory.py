@@ -173,6 +173,8 @@ class Setup:
     checkpointing: bool | None = None
     """Gradient checkpointing; ``None``: the default, on for a quantized model (k-bit preparation)."""
     optimizer: str = "adamw_torch_fused"
+    dtype: str | None = None
+    """The weights' dtype as loaded (``None``: the checkpoint's)."""
     mixed_precision: bool = False
     """bf16/fp16 autocast: activations in 2 bytes."""
     language_model: bool = False
@@ -291,7 +293,7 @@ def _adapted(model: Shape, targets: tuple[str, ...] | str) -> dict[str, tuple[in
 
 def _activations(model: Shape, setup: Setup, tokens: int) -> tuple[int, str]:
     """Bytes autograd keeps for the backward pass, and how they were counted."""
-    size = 2 if setup.mixed_precision else DTYPE_BYTES.get(model.dtype, 4)
+    size = 2 if setup.mixed_precision else DTYPE_BYTES.get(setup.dtype or model.dtype, 4)
     h, i, kv = model.hidden, model.intermediate, model.kv_heads * model.head_dim
     # Per token per layer, in elements: the norms' inputs, the projections' inputs, q, k
     # and v, the attention output, and the MLP's inner activations (gated: gate, up, their
@@ -326,7 +328,7 @@ def _logits(model: Shape, setup: Setup, tokens: int) -> tuple[int, str]:
     if setup.task in ("text-classification", "question-answering"):
         return setup.batch * 64 * 4, "a few floats per example"
     # The output in the training dtype, its float32 log-softmax kept for the loss, and its gradient.
-    size = 2 if setup.mixed_precision else DTYPE_BYTES.get(model.dtype, 4)
+    size = 2 if setup.mixed_precision else DTYPE_BYTES.get(setup.dtype or model.dtype, 4)
     copies = 2 * 4 + size
     return tokens * model.vocab * copies, f"{tokens:,} tokens x vocabulary {model.vocab:,} x {copies} bytes"
 
@@ -357,7 +359,8 @@ def memory(model: Shape, setup: Setup, available: int | None = None) -> Memory:
 
 
 def _parts(model: Shape, setup: Setup) -> tuple[dict[str, int], dict[str, str]]:
-    dtype = model.dtype if model.dtype in DTYPE_BYTES else "float32"
+    dtype = setup.dtype or model.dtype
+    dtype = dtype if dtype in DTYPE_BYTES else "float32"
     size = DTYPE_BYTES[dtype]
     tokens = setup.batch * setup.tokens
     blocks = model.block_parameters()

@@ -239,6 +239,9 @@ class Spec(Frozen):
     quantize_on_cpu: bool = False
     """Keep 4-bit quantization on a CPU (bitsandbytes >= 0.45 runs it) instead of dropping it."""
     lora: bool | FrozenMapping | None = None
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] | None = None
+    """The weights' dtype when loaded: default float32 for a full fine-tune (master weights that take small
+    updates), the checkpoint's own (``auto``) for LoRA, whose base weights are frozen."""
     generator: str | None = None
     """token-detection: the generator (masked LM) model; defaults to ``base``."""
     metrics: Annotated[

@@ -112,6 +112,7 @@ def _load_pretrained(run: Run, labels: data.Labels | None) -> tuple[Any, Any]:
     else:
         tokenizer = transformers.AutoTokenizer.from_pretrained(spec.base)
         kwargs: dict[str, Any] = labels.config() if labels else {}
+        kwargs["dtype"] = run.plan.dtype  # "auto" or a torch dtype's name; transformers takes both
         if spec.task == "token-detection":
             from .detection import TokenDetection
 
@@ -149,7 +150,8 @@ def _quantization(planned: Any, model_class: Any, name: str, kwargs: dict[str, A
     from transformers.quantizers.base import get_keys_to_not_convert
 
     with torch.device("meta"):
-        skeleton = model_class.from_config(transformers.AutoConfig.from_pretrained(name, **kwargs))
+        labels = {k: v for k, v in kwargs.items() if k != "dtype"}
+        skeleton = model_class.from_config(transformers.AutoConfig.from_pretrained(name, **labels))
     values = thaw(planned)
     skips = set(values.get("llm_int8_skip_modules") or ()) | set(get_keys_to_not_convert(skeleton))
     return transformers.BitsAndBytesConfig(**{**values, "llm_int8_skip_modules": sorted(skips)})
