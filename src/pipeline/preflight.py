@@ -161,7 +161,6 @@ def _arguments_problems(plan: Plan) -> list[str]:
     try:
         Arguments(**thaw(plan.training_args))
     except Exception as e:  # noqa: BLE001 - any refusal of a config object is a bad value we report
-
         message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         named = sorted((n for n in TRAINING_ARGUMENTS if n in message), key=lambda n: (message.index(n), -len(n)))
         where = f"training.{named[0]}" if named else "training"
@@ -185,9 +184,10 @@ def _output_problems(plan: Plan) -> list[str]:
     memory = plan.memory
     if memory is None:
         return []
-    saved = memory.parts["adapters"] if plan.lora else memory.parts["weights"]
+    model = memory.parts["adapters"] if plan.lora else memory.parts["weights"]
+    saved = model
     if plan.training_args.get("save_strategy", "no") != "no":
-        saved += memory.parts["optimizer"] + saved  # a checkpoint: the model and the optimizer state
+        saved += model + memory.parts["optimizer"]  # at least one checkpoint: the model and the optimizer state
     free = shutil.disk_usage(existing).free
     if saved > free:
         return [
