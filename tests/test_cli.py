@@ -160,3 +160,14 @@ def test_a_run_folder_works_from_any_working_directory(models, tmp_path):
     assert merged.returncode == 0, merged.stderr[-2000:]
     assert (elsewhere / "merged" / "config.json").is_file()
     assert Path(load_spec(work / "run" / "spec.yaml").train).is_file()
+
+
+def test_a_folder_of_other_files_is_not_trained_into_without_force(spec_file, tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    refused = pipeline("train", spec_file, "-o", out, "--set", "training.max_steps=1")
+    assert refused.returncode == 2 and "is not empty (notes.txt) and holds no run" in refused.stderr
+    forced = pipeline("train", spec_file, "-o", out, "--set", "training.max_steps=1", "--force")
+    assert forced.returncode == 0, forced.stderr[-2000:]
+    assert (out / "notes.txt").read_text() == "mine" and (out / "run.json").is_file()

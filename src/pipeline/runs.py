@@ -61,9 +61,19 @@ def run_id(spec: Spec, plan: Plan) -> str:
 
 
 def guard(folder: Path, identity: str, force: bool = False) -> None:
-    """Refuse to train into ``folder`` when it holds a run of a different spec, unless forced."""
+    """Refuse to train into ``folder`` when it holds a run of a different spec, or files that are no run's
+    (checkpoints of an interrupted run are), unless forced."""
     marker = folder / "run.json"
-    if force or not marker.is_file():
+    if force or not folder.is_dir():
+        return
+    if not marker.is_file():
+        others = sorted(p.name for p in folder.iterdir() if not p.name.startswith("checkpoint-"))
+        if others:
+            raise SpecError(
+                f"output: {folder} is not empty ({', '.join(others[:3])}{', ...' if len(others) > 3 else ''}) and "
+                "holds no run; training there would mix your files with the run's. Choose another output, or pass "
+                "--force to train there anyway"
+            )
         return
     held = json.loads(marker.read_text()).get("id")
     if held != identity:
