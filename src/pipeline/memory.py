@@ -293,7 +293,7 @@ def _adapted(model: Shape, targets: tuple[str, ...] | str) -> dict[str, tuple[in
 
 def _activations(model: Shape, setup: Setup, tokens: int) -> tuple[int, str]:
     """Bytes autograd keeps for the backward pass, and how they were counted."""
-    size = 2 if setup.mixed_precision else DTYPE_BYTES.get(setup.dtype or model.dtype, 4)
+    size = _value_bytes(model, setup)
     h, i, kv = model.hidden, model.intermediate, model.kv_heads * model.head_dim
     # Per token per layer, in elements: the norms' inputs, the projections' inputs, q, k
     # and v, the attention output, and the MLP's inner activations (gated: gate, up, their
@@ -320,6 +320,11 @@ def _activations(model: Shape, setup: Setup, tokens: int) -> tuple[int, str]:
     return total, how
 
 
+def _value_bytes(model: Shape, setup: Setup) -> int:
+    """Bytes per activation value: 2 under mixed precision, else the weights' dtype."""
+    return 2 if setup.mixed_precision else DTYPE_BYTES.get(setup.dtype or model.dtype, 4)
+
+
 def _checkpointing(setup: Setup) -> bool:
     return setup.checkpointing if setup.checkpointing is not None else bool(setup.quantized_bits)
 
@@ -328,7 +333,7 @@ def _logits(model: Shape, setup: Setup, tokens: int) -> tuple[int, str]:
     if setup.task in ("text-classification", "question-answering"):
         return setup.batch * 64 * 4, "a few floats per example"
     # The output in the training dtype, its float32 log-softmax kept for the loss, and its gradient.
-    size = 2 if setup.mixed_precision else DTYPE_BYTES.get(setup.dtype or model.dtype, 4)
+    size = _value_bytes(model, setup)
     copies = 2 * 4 + size
     return tokens * model.vocab * copies, f"{tokens:,} tokens x vocabulary {model.vocab:,} x {copies} bytes"
 
@@ -430,50 +435,44 @@ def _total(model: Shape, setup: Setup) -> int:
 
 
 def _suggest(model: Shape, setup: Setup, available: int) -> tuple[Suggestion, ...]:
-    """Single changes that make ``setup`` fit ``available`` (or, if none does, the first ones together)."""
-    options: list[tuple[dict[str, Any], Setup, str]] = []
+    """Single changes that make ``setup`` fit ``available`` (or, if none does, all of them together)."""
+    fits = lambda **changes: _total(model, replace(setup, **changes)) <= available  # noqa: E731
+    options: list[tuple[dict[str, Any], dict[str, Any], str]] = []  # (settings, Setup changes, why)
     if not _checkpointing(setup):
-        options.append(({"training.gradient_checkpointing": True}, replace(setup, checkpointing=True),
-                         "recompute activations in the backward pass; about 20-30% slower"))
+        options.append(({"training.gradient_checkpointing": True}, {"checkpointing": True},
+                        "recompute activations in the backward pass; about 20-30% slower"))
     batch, accumulate = setup.batch, 1
     while batch > 1:
         batch, accumulate = batch // 2, accumulate * 2
-        smaller = replace(setup, batch=batch)
-        if _total(model, smaller) <= available or batch == 1:
+        if fits(batch=batch) or batch == 1:
             options.append(({"training.per_device_train_batch_size": batch,
-                             "training.gradient_accumulation_steps": setup.accumulation * accumulate}, smaller,
+                             "training.gradient_accumulation_steps": setup.accumulation * accumulate}, {"batch": batch},
                             f"the same effective batch of {setup.batch * setup.accumulation}"))
             break
     if setup.device == "cuda" and not setup.quantized_bits:
-        quantized = replace(setup, quantized_bits=4, double_quant=True, lora_r=setup.lora_r or 16)
         settings = {"quantize": True} if setup.lora_r else {"lora": True, "quantize": True}
-        options.append((settings, quantized, "QLoRA: 4-bit base weights"))
+        options.append((settings, {"quantized_bits": 4, "double_quant": True, "lora_r": setup.lora_r or 16},
+                        "QLoRA: 4-bit base weights"))
     elif not setup.lora_r:
-        options.append(({"lora": True}, replace(setup, lora_r=16), "train adapters only: no gradients or optimizer state for the base"))
+        options.append(({"lora": True}, {"lora_r": 16}, "train adapters only: no gradients or optimizer state for the base"))
     length = setup.tokens
     while length > 64:
         length //= 2
-        shorter = replace(setup, tokens=length)
-        if _total(model, shorter) <= available or length <= 64:
-            options.append(({"maxlength": length}, shorter, "longer texts are cut (or split into more blocks)"))
+        if fits(tokens=length) or length <= 64:
+            options.append(({"maxlength": length}, {"tokens": length}, "longer texts are cut (or split into more blocks)"))
             break
     if "8bit" not in setup.optimizer and "adam" in setup.optimizer:
-        options.append(({"training.optim": "adamw_bnb_8bit"}, replace(setup, optimizer="adamw_bnb_8bit"),
-                         "optimizer state in 8 bits (bitsandbytes)"))
-    fitting = [(s, t, why) for s, t, why in options if _total(model, t) <= available]
-    if fitting:
-        chosen = fitting
-    else:  # none fits alone: all of them together
-        combined, settings = setup, {}
-        for s, t, _ in options:
-            settings |= s
-            combined = replace(
-                combined,
-                **{k: getattr(t, k) for k in ("checkpointing", "batch", "quantized_bits", "lora_r", "tokens", "optimizer")
-                   if getattr(t, k) != getattr(setup, k)},
-            )
-        chosen = [(settings, combined, "all of these together")] if settings else []
-    return tuple(
-        Suggestion(settings=FrozenDict(s), total=_total(model, t), why=why)
-        for s, t, why in sorted(chosen, key=lambda c: -_total(model, c[1]))
-    )
+        options.append(({"training.optim": "adamw_bnb_8bit"}, {"optimizer": "adamw_bnb_8bit"},
+                        "optimizer state in 8 bits (bitsandbytes)"))
+    chosen = [(settings, changes, why) for settings, changes, why in options if fits(**changes)]
+    if not chosen and options:  # none fits alone: all of them together
+        settings, changes = {}, {}
+        for one_settings, one_changes, _ in options:
+            settings |= one_settings
+            changes |= one_changes
+        chosen = [(settings, changes, "all of these together")]
+    suggestions = [
+        Suggestion(settings=FrozenDict(settings), total=_total(model, replace(setup, **changes)), why=why)
+        for settings, changes, why in chosen
+    ]
+    return tuple(sorted(suggestions, key=lambda suggestion: -suggestion.total))
