@@ -70,6 +70,18 @@ def thaw(value: Any) -> Any:
     return value
 
 
+def suggest(word: str, choices: Any) -> str:
+    """``"; did you mean 'x'?"`` for the closest of ``choices``, or ``""``.
+
+    >>> suggest("learning_rte", ["learning_rate", "seed"])
+    "; did you mean 'learning_rate'?"
+    """
+    import difflib
+
+    close = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
 def problems_of(error: ValidationError, unknown: Any = None) -> list[str]:
     """One ``field.path: message (got value)`` line per problem pydantic found.
 
@@ -101,10 +113,7 @@ class Frozen(BaseModel):
     @classmethod
     def _unknown(cls, key: str) -> str:
         """A hint for an unknown field ``key``: the closest field name."""
-        import difflib
-
-        close = difflib.get_close_matches(key, sorted(cls.model_fields), n=1, cutoff=0.6)
-        return f"; did you mean {close[0]!r}?" if close else f"; the fields are {', '.join(cls.model_fields)}"
+        return suggest(key, cls.model_fields) or f"; the fields are {', '.join(cls.model_fields)}"
 
     def __init__(self, **data: Any) -> None:
         try:

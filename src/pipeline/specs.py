@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import os
 from collections.abc import Callable, Mapping
 from typing import Annotated, Any, Literal
@@ -10,7 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, Field, StrictInt, WithJsonSchema, field_validator, model_validator
 
 from . import _fields
-from ._frozen import Frozen, FrozenDict, FrozenMapping, freeze
+from ._frozen import Frozen, FrozenDict, FrozenMapping, freeze, suggest
 from .tasks import TASKS
 
 __all__ = ["LORA_DEFAULTS", "QUANTIZE_DEFAULTS", "TRAINING_DEFAULTS", "Spec", "TaskName"]
@@ -50,14 +49,9 @@ def _names(value: Any, allow_text: bool = True) -> bool:
     return isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
 
 
-def _suggest(word: str, choices: Any) -> str:
-    close = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.6)
-    return f"; did you mean {close[0]!r}?" if close else ""
-
-
 def _unknown_keys(given: Mapping[str, Any], known: frozenset[str], what: str) -> list[str]:
     return [
-        f".{key}: unknown {what} field{_suggest(key, known) or f'; see the {what} documentation for valid names'}"
+        f".{key}: unknown {what} field{suggest(key, known) or f'; see the {what} documentation for valid names'}"
         for key in given
         if key not in known
     ]
@@ -126,7 +120,7 @@ def _training_value(key: str, value: Any) -> str | None:
     choices = _fields.TRAINING_CHOICES.get(key)
     if choices and value not in choices:
         shown = ", ".join(repr(c) for c in choices[:12]) + (", ..." if len(choices) > 12 else "")
-        return f"must be one of {shown} (got {value!r}){_suggest(str(value), choices)}"
+        return f"must be one of {shown} (got {value!r}){suggest(str(value), choices)}"
     if rule and number:
         low_bracket, low, high, high_bracket, _ = rule
         too_low = value < low or (low_bracket == "(" and value == low)
@@ -272,7 +266,7 @@ class Spec(Frozen):
     @classmethod
     def _known_task(cls, task: Any) -> Any:
         if isinstance(task, str) and task not in TASKS:
-            raise ValueError(f"unknown task {task!r}{_suggest(task, TASKS)} (tasks: {', '.join(TASKS)})")
+            raise ValueError(f"unknown task {task!r}{suggest(task, TASKS)} (tasks: {', '.join(TASKS)})")
         return task
 
     @field_validator("training")
@@ -357,7 +351,7 @@ class Spec(Frozen):
         task_type = lora.get("task_type")
         if task_type is not None and str(task_type).removeprefix("TaskType.") not in LORA_TASK_TYPES:
             problems.append(
-                f".task_type: {task_type!r} is not a peft TaskType{_suggest(str(task_type), LORA_TASK_TYPES)}; "
+                f".task_type: {task_type!r} is not a peft TaskType{suggest(str(task_type), LORA_TASK_TYPES)}; "
                 f"use one of {', '.join(LORA_TASK_TYPES)} or leave it out to take the task's"
             )
         _raise_if(problems)
