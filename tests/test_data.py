@@ -168,6 +168,20 @@ def test_squad_answers_label_the_answer_tokens(bert_tokenizer):
         assert bert_tokenizer.decode(ids[start : end + 1]) == row["answers"]["text"][0]
 
 
+@pytest.mark.parametrize("answer", [None, "", {"text": [], "answer_start": []}], ids=["None", "empty", "squad-v2"])
+def test_questions_without_an_answer_point_at_cls(bert_tokenizer, answer):
+    """txtai's forms of "no answer", and SQuAD v2's, accepted by the checks and labelled at CLS."""
+    answered = questions(3) if isinstance(answer, dict) else [{**r, "answers": r["answers"]["text"][0]} for r in questions(3)]
+    rows = [{"question": "what size is the car ?", "context": "the car is red .", "answers": answer}, *answered]
+    spec = Spec(base="m", train=rows, task="question-answering", maxlength=64, stride=16)
+    dataset = data.read(spec.train, "train")
+    assert data.problems(dataset, spec, "train") == []
+    encoded = data.encode(dataset, spec, bert_tokenizer, 64)
+    cls = encoded["input_ids"][0].index(bert_tokenizer.cls_token_id)
+    assert (encoded["start_positions"][0], encoded["end_positions"][0]) == (cls, cls)
+    assert encoded["start_positions"][1] != cls  # answered questions keep their span
+
+
 def test_an_answer_not_in_its_context_is_named(bert_tokenizer):
     rows = [{"question": "what color ?", "context": "the car is red", "answers": "green"}]
     spec = Spec(base="m", train=rows, task="question-answering", maxlength=64, stride=16)

@@ -82,8 +82,42 @@ def test_each_task_learns_saves_and_reloads_with_plain_libraries(models, task, l
     batch = sample_inputs(run)
     torch.testing.assert_close(outputs(reloaded, batch), outputs(trained, batch))
     assert transformers.AutoTokenizer.from_pretrained(tmp_path).vocab == run.tokenizer.vocab
-    if task == "token-detection":
+    if task == "token-detection":  # the generator loads on its own too, tokenizer and all
         assert (tmp_path / "generator" / "config.json").exists() or (tmp_path / "generator" / "adapter_config.json").exists()
+        assert transformers.AutoTokenizer.from_pretrained(tmp_path / "generator").vocab == run.tokenizer.vocab
+
+
+def test_an_unanswerable_question_predicts_no_answer_after_training(models):
+    """Rows with no answer (None or "", as txtai takes them) teach the model to point at CLS."""
+    import random
+
+    from pipeline.testing import BAD, GOOD
+
+    def rows(n, seed):
+        rnd, found = random.Random(seed), []
+        for i, row in enumerate(questions(n, seed)):
+            color = row["answers"]["text"][0]
+            found.append({**row, "answers": color})
+            unanswerable = row["context"].replace(f"is {color}", f"was {rnd.choice(GOOD + BAD)}")
+            found.append({"question": row["question"], "context": unanswerable, "answers": [None, ""][i % 2]})
+        return found
+
+    spec = Spec(base=models["bert"], task="question-answering", train=rows(120, 0), maxlength=32, stride=8,
+                training={"learning_rate": 3e-3, "num_train_epochs": 6, "per_device_train_batch_size": 16,
+                          "logging_strategy": "no", "disable_tqdm": True})
+    run = fine_tune(start(spec, CPU))
+    answered = unanswered = 0
+    held_out = rows(20, 1)
+    for row in held_out:
+        batch = run.tokenizer(row["question"], row["context"], return_tensors="pt")
+        with torch.no_grad():
+            out = run.model(**batch)
+        start_at, end_at = out.start_logits.argmax(-1).item(), out.end_logits.argmax(-1).item()
+        if row["answers"]:
+            answered += run.tokenizer.decode(batch["input_ids"][0][start_at : end_at + 1]) == row["answers"]
+        else:
+            unanswered += (start_at, end_at) == (0, 0)  # CLS: no answer
+    assert unanswered >= 18 and answered >= 18, f"of 20 each: {unanswered} no-answer, {answered} spans right"
 
 
 def test_qlora_on_a_cpu_end_to_end(models):

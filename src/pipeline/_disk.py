@@ -28,7 +28,8 @@ def save(model: Any, tokenizer: Any, path: str, parts: list[Any]) -> None:
     with the output folder in one atomic rename: a reader sees the old output or the new
     one, never a mix, and a crash before the swap leaves the old one as it was. Beside an
     adapter goes the base model's config: its label names and task class, which
-    `pipeline merge` needs.
+    `pipeline merge` needs. Token detection's generator (in ``generator/``) gets the
+    tokenizer too.
     """
     target = Path(path).absolute()
     staging = target.with_name(f".{target.name}.saving-{os.getpid()}")
@@ -41,7 +42,8 @@ def save(model: Any, tokenizer: Any, path: str, parts: list[Any]) -> None:
                 base = part.get_base_model()
                 base.config.architectures = [type(base).__name__]  # the task class, not the checkpoint's
                 base.config.save_pretrained(folder)
-        tokenizer.save_pretrained(staging)
+        for folder in folders:  # each folder loads on its own
+            tokenizer.save_pretrained(folder)
         if target.is_dir():
             for item in target.iterdir():
                 if not any(item.match(pattern) for pattern in MODEL_FILES):

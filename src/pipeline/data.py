@@ -131,8 +131,8 @@ def problems(dataset: Any, spec: Spec, field: str) -> list[str]:
                 found.append(f"{field}: column {answers!r}: row {i + 1}: {e}; fix answer_start or the answer text")
             except (KeyError, IndexError, TypeError, ValueError):
                 found.append(
-                    f"{field}: column {answers!r}: row {i + 1} is {answer!r}; expected a string or "
-                    "{'text': [...], 'answer_start': [...]}"
+                    f"{field}: column {answers!r}: row {i + 1} is {answer!r}; expected a string, "
+                    "{'text': [...], 'answer_start': [...]}, or None / \"\" for no answer"
                 )
     return found[:20]
 
@@ -296,25 +296,33 @@ class AnswerMissing(ValueError):
     """An answer that is not in its context where it says it is."""
 
 
-def _answer(answer: Any, context: str) -> tuple[int, str]:
-    """(start character, text) from a SQuAD-style answer dict or a plain answer string.
+def _answer(answer: Any, context: str) -> tuple[int, str] | None:
+    """(start character, text) from a SQuAD-style answer dict or a plain answer string; ``None`` when
+    the question has no answer (``None``, ``""``, or SQuAD v2's ``{"text": [], "answer_start": []}``).
 
     Raises `AnswerMissing` when the text is not at that place in ``context``, and
     KeyError / IndexError / TypeError / ValueError for an answer of another shape.
     """
+    if answer is None or answer == "":
+        return None
     if isinstance(answer, str):
         start, text = context.find(answer), answer
     elif isinstance(answer["text"], str):
         start, text = int(answer["answer_start"]), answer["text"]
+    elif len(answer["text"]) == 0 and len(answer["answer_start"]) == 0:
+        return None
     else:
         start, text = int(answer["answer_start"][0]), answer["text"][0]
+    if not text:
+        return None
     if start < 0 or context[start : start + len(text)] != text:
         raise AnswerMissing(f"answer {text!r} is not in its context at character {start}")
     return start, text
 
 
 def _questions(batch, cols, tokenizer, maxlength, stride):
-    """Long contexts split into overlapping windows; a window without the answer points at CLS."""
+    """Long contexts split into overlapping windows; a window without the answer, and a question
+    without one, point at CLS."""
     question, context, answers = cols
     questions = [q.lstrip() for q in _texts(batch, question)]
     contexts = _texts(batch, context)
@@ -341,11 +349,16 @@ def _questions(batch, cols, tokenizer, maxlength, stride):
         cls = ids.index(tokenizer.cls_token_id) if tokenizer.cls_token_id in ids else 0
         sample = sample_of[i]
         try:
-            start_char, text = _answer(batch[answers][sample], contexts[sample])
+            found = _answer(batch[answers][sample], contexts[sample])
         except AnswerMissing as e:
             raise DataError(
                 f"column {answers!r}: {e} (question {questions[sample]!r}); fix answer_start or the answer text"
             ) from None
+        if found is None:  # no answer: the CLS position, as SQuAD v2 models learn it
+            starts.append(cls)
+            ends.append(cls)
+            continue
+        start_char, text = found
         end_char = start_char + len(text)
         sequence = encoded.sequence_ids(i)
         side = 1 if right else 0
