@@ -47,6 +47,21 @@ def test_parts_worked_out_by_hand_for_a_full_fine_tune():
     assert parts["overhead"] == OVERHEAD["cpu"]
 
 
+def test_a_teacher_adds_its_weights_and_logits_to_the_peak():
+    """Distillation: the frozen teacher's weights, and its logits with the float32 copies of the term."""
+    m = shape(TINY)
+    alone = memory(m, Setup(task="language-generation", batch=2, tokens=16, language_model=True))
+    taught = memory(m, Setup(task="language-generation", batch=2, tokens=16, language_model=True, teacher=m))
+    parameters = 2 * (2 * 64 * 64 + 2 * 64 * 32 + 3 * 64 * 128) + 2 * 6 * 64 + 2 * 1000 * 64
+    assert taught.parts["teacher"] == parameters * 4 + 32 * 1000 * (4 + 3 * 4)
+    assert taught.total == alone.total + taught.parts["teacher"]
+    assert "teacher" not in alone.parts
+    # the plan reads the teacher's config beside the base's
+    spec = lm(maxlength=16, teacher="t", training={"per_device_train_batch_size": 2})
+    assert plan(spec, Hardware(), TINY, TINY).memory.parts["teacher"] == taught.parts["teacher"]
+    assert any("teacher is not counted" in n for n in plan(spec, Hardware(), TINY).notes)
+
+
 def test_lora_and_qlora_parts_worked_out_by_hand():
     m = shape(TINY)
     lora = memory(m, Setup(task="language-generation", batch=2, tokens=16, lora_r=4, language_model=True)).parts

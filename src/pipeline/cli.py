@@ -21,9 +21,8 @@ from typing import Annotated, Any
 import typer
 
 from .derive import Plan
-from .derive import plan as derive_plan
 from .errors import Interrupted, PipelineError, SpecError
-from .files import load_spec, model_config, parse_settings
+from .files import load_spec, parse_settings, planned
 from .hardware import PROFILES, Hardware, detect, profile
 from .specs import Spec
 
@@ -81,7 +80,7 @@ def plan(
 ) -> None:
     """Show every value a run would use and where it came from, without loading anything."""
     loaded = load_spec(spec, parse_settings(settings or []))
-    result = derive_plan(loaded, _machine(hardware), model_config(loaded.base))
+    result = planned(loaded, _machine(hardware))
     if format is Format.text:
         typer.echo(str(result))
         return
@@ -112,7 +111,7 @@ def _train(
 
     # The run id leaves output_dir out; a placeholder lets a spec that saves checkpoints be planned.
     placeholder = evolve(spec, training={**spec.training, "output_dir": spec.training.get("output_dir") or "runs"})
-    identity = run_id(placeholder, derive_plan(placeholder, hardware, model_config(spec.base)))
+    identity = run_id(placeholder, planned(placeholder, hardware))
     if output or parent:
         folder = Path(output or parent / identity)
     else:
@@ -241,8 +240,8 @@ def diff(
 
     first, second = load_spec(a), load_spec(b)
     plans: list[Plan] = [
-        derive_plan(first, _machine(hardware), model_config(first.base)),
-        derive_plan(second, _machine(hardware_b or hardware), model_config(second.base)),
+        planned(first, _machine(hardware)),
+        planned(second, _machine(hardware_b or hardware)),
     ]
     for title, left, right in (
         ("spec", spec_document(first), spec_document(second)),

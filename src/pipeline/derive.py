@@ -7,6 +7,7 @@ the stages build the library objects from these plain dicts.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any, Literal
 
 from ._frozen import Frozen, FrozenDict, FrozenMapping
@@ -14,7 +15,7 @@ from .errors import HardwareError, SpecError
 from .hardware import Hardware
 from .memory import Memory, Setup, Shape, memory, shape
 from .specs import LORA_DEFAULTS, QUANTIZE_DEFAULTS, TRAINING_DEFAULTS, Spec
-from .tasks import DEFAULT_METRICS, TASKS
+from .tasks import DEFAULT_METRICS, DISTILLATION, TASKS
 
 __all__ = ["Origin", "Plan", "estimate", "lora_kwargs", "plan", "quantization_kwargs", "training_kwargs"]
 
@@ -201,6 +202,8 @@ class Plan(Frozen):
     quantization: FrozenMapping | None
     lora: FrozenMapping | None
     provenance: FrozenMapping
+    distillation: FrozenMapping | None = None
+    """With a teacher: ``teacher``, ``temperature``, ``alpha`` and the ``loss`` term for this task."""
     dtype: str = "auto"
     """The dtype the model's weights are loaded in (``auto``: the checkpoint's)."""
     metrics: str | None = None
@@ -219,7 +222,8 @@ class Plan(Frozen):
             if value is not None:
                 origin = self.provenance.get(key)
                 rows.append((key, str(value), f"{origin.source}: {origin.reason}" if origin else "task"))
-        for section in ("training_args", "quantization", "lora"):
+        sections = ("training_args", "quantization", "lora") + (("distillation",) if self.distillation else ())
+        for section in sections:
             values = getattr(self, section)
             if values is None:
                 rows.append((section, "none", ""))
@@ -236,11 +240,14 @@ class Plan(Frozen):
         return "\n".join(lines)
 
 
-def plan(spec: Spec, hardware: Hardware, config: Mapping[str, Any] | None = None) -> Plan:
+def plan(
+    spec: Spec, hardware: Hardware, config: Mapping[str, Any] | None = None, teacher: Mapping[str, Any] | None = None
+) -> Plan:
     """The exact configs ``spec`` runs with on ``hardware``, every value with its origin.
 
     ``config``: the base model's ``config.json`` as a dict (`files.model_config` reads
-    it); with it the plan also holds the default ``maxlength`` and the memory estimate.
+    it); with it the plan also holds the default ``maxlength`` and the memory estimate
+    (which counts the teacher when its ``config.json`` is given as ``teacher``).
     Pure and cheap: no torch import, no I/O. Raises `HardwareError` or `SpecError`
     (with every problem found) for what cannot run there.
     """
@@ -271,9 +278,10 @@ def plan(spec: Spec, hardware: Hardware, config: Mapping[str, Any] | None = None
         source="pipeline", reason="needs least memory (no attention matrix kept); eager where a model lacks it"
     )
     metrics = _metrics(spec, provenance)
+    distillation = _distillation(spec, provenance, notes)
     dtype = _dtype(spec, lora, quantization, provenance)
     maxlength, estimate = _length_and_memory(
-        spec, hardware, config, (training, quantization, lora, dtype), provenance, notes
+        spec, hardware, (config, teacher), (training, quantization, lora, dtype), provenance, notes
     )
     return Plan(
         task=spec.task,
@@ -285,6 +293,7 @@ def plan(spec: Spec, hardware: Hardware, config: Mapping[str, Any] | None = None
         quantization=quantization,
         lora=lora,
         provenance=FrozenDict(provenance),
+        distillation=distillation,
         dtype=dtype,
         metrics=metrics,
         maxlength=maxlength,
@@ -307,6 +316,25 @@ def _dtype(spec: Spec, lora: Any, quantization: Any, provenance: dict[str, Origi
     return "auto"
 
 
+def _distillation(spec: Spec, provenance: dict[str, Origin], notes: list[str]) -> dict[str, Any] | None:
+    """Teacher, temperature, alpha and the task's distillation term; ``None`` without a teacher."""
+    given = "distillation" in spec.model_fields_set
+    if spec.teacher is None:
+        if given:
+            notes.append("distillation: ignored, there is no teacher; set teacher: MODEL to distill")
+        return None
+    teacher = spec.teacher if isinstance(spec.teacher, str) else "a loaded model"
+    temperature, alpha = spec.distillation
+    origin = Origin(source="user", reason="distillation") if given else Origin(source="pipeline", reason="txtai's default")
+    provenance |= {
+        "distillation.teacher": Origin(source="user", reason="teacher"),
+        "distillation.temperature": origin,
+        "distillation.alpha": origin,
+        "distillation.loss": Origin(source="task", reason=f"{spec.task}: (1 - alpha) * loss + alpha * T^2 * this"),
+    }
+    return {"teacher": teacher, "temperature": temperature, "alpha": alpha, "loss": DISTILLATION[spec.task]}
+
+
 def _metrics(spec: Spec, provenance: dict[str, Origin]) -> str | None:
     """What evaluation reports besides the loss: the spec's function, or the task's defaults."""
     if spec.metrics is not None:
@@ -321,7 +349,7 @@ def _metrics(spec: Spec, provenance: dict[str, Origin]) -> str | None:
 def _length_and_memory(
     spec: Spec,
     hardware: Hardware,
-    config: Mapping[str, Any] | None,
+    models: tuple[Mapping[str, Any] | None, Mapping[str, Any] | None],
     configs: tuple[Mapping[str, Any], Mapping[str, Any] | None, Mapping[str, Any] | None, str],
     provenance: dict[str, Origin],
     notes: list[str],
@@ -330,12 +358,15 @@ def _length_and_memory(
     maxlength = spec.maxlength
     if maxlength:
         provenance["maxlength"] = Origin(source="user", reason="maxlength")
-    model = _shape(config, notes)
+    model = _shape(models[0], notes)
     if model is None:
         return maxlength, None
+    teacher = _shape(models[1], notes) if spec.teacher is not None else None
+    if spec.teacher is not None and teacher is None:
+        notes.append("memory: the teacher is not counted (its config.json was not read)")
 
     def setup(length: int) -> Setup:
-        return _setup(spec, hardware, model, *configs, length)
+        return replace(_setup(spec, hardware, model, *configs, length), teacher=teacher)
 
     if maxlength is None and model.positions:
         maxlength, reason = _default_maxlength(model, setup, hardware)
@@ -420,15 +451,16 @@ def estimate(spec: Spec, hardware: Hardware, config: Mapping[str, Any] | None = 
     """The estimated peak memory of ``spec`` on ``hardware``, by part (see `pipeline.memory`).
 
     ``config``: the base model's ``config.json`` as a dict; read from ``spec.base`` when
-    not given (the one file this reads). Raises `SpecError` when there is no config.
+    not given (the files this reads, with the teacher's). Raises `SpecError` when there is no config.
     """
-    if config is None:
-        from .files import model_config
+    from .files import model_config
 
+    teacher = model_config(spec.teacher)
+    if config is None:
         config = model_config(spec.base)
     if config is None:
         raise SpecError(f"base: no config.json found for {spec.base!r}; give the model's config as a dict")
-    result = plan(spec, hardware, config)
+    result = plan(spec, hardware, config, teacher)
     if result.memory is None:
         raise SpecError(f"base: cannot estimate memory ({'; '.join(result.notes) or 'no maxlength'})")
     return result.memory

@@ -24,7 +24,9 @@ class TokenDetection(torch.nn.Module):
         self.generator, self.discriminator, self.weight = generator, discriminator, weight
         self.config = discriminator.config
 
-    def forward(self, input_ids, attention_mask=None, labels=None, token_type_ids=None):
+    def forward(self, input_ids, attention_mask=None, labels=None, token_type_ids=None, parts=False):
+        """The joint loss and the discriminator's logits; with ``parts``, also each model's loss and the
+        ``replaced`` input the discriminator saw (what distillation shows the teacher)."""
         generated = self.generator(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
         with torch.no_grad():
             masked = labels != -100
@@ -34,7 +36,13 @@ class TokenDetection(torch.nn.Module):
             replaced[masked] = sampled
             targets = (replaced != original).long()
         detected = self.discriminator(input_ids=replaced, attention_mask=attention_mask, labels=targets)
-        return ModelOutput(loss=generated.loss + self.weight * detected.loss, logits=detected.logits)
+        loss = generated.loss + self.weight * detected.loss
+        if parts:
+            return ModelOutput(
+                loss=loss, logits=detected.logits, replaced=replaced,
+                generator_loss=generated.loss, discriminator_loss=detected.loss,
+            )
+        return ModelOutput(loss=loss, logits=detected.logits)
 
     def save_pretrained(self, path: str | os.PathLike, **kwargs: Any) -> None:
         self.discriminator.save_pretrained(path, **kwargs)

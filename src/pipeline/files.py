@@ -10,10 +10,10 @@ from typing import Any
 from .errors import SpecError
 from .specs import LORA_DEFAULTS, QUANTIZE_DEFAULTS, Spec
 
-__all__ = ["load_spec", "model_config", "parse_settings"]
+__all__ = ["load_spec", "model_config", "parse_settings", "planned"]
 
 PATH_FIELDS = ("train", "validation")
-"""Fields that always name a file; ``base``, ``generator`` and ``checkpoint`` may be hub ids."""
+"""Fields that always name a file; ``base``, ``generator``, ``teacher`` and ``checkpoint`` may be hub ids."""
 
 
 def _resolve(value: Any, folder: Path, always: bool) -> Any:
@@ -99,7 +99,7 @@ def load_spec(path: str | Path, settings: dict[str, Any] | None = None) -> Spec:
     for dotted, value in (settings or {}).items():
         _set(data, dotted, value)
     folder = path.parent
-    for field in ("base", "generator", "checkpoint", *PATH_FIELDS):
+    for field in ("base", "generator", "teacher", "checkpoint", *PATH_FIELDS):
         if field in data:
             data[field] = _resolve(data[field], folder, always=field in PATH_FIELDS)
     try:
@@ -112,8 +112,10 @@ def model_config(base: Any) -> dict[str, Any] | None:
     """The model's ``config.json`` as a dict, without loading weights or torch; ``None`` if not found.
 
     ``base`` is a model folder, a hub id already in the local cache, or a loaded
-    ``(model, tokenizer)`` pair (its ``config``).
+    ``(model, tokenizer)`` pair (its ``config``); ``None`` (no teacher) gives ``None``.
     """
+    if base is None:
+        return None
     if isinstance(base, tuple):
         config = getattr(base[0], "config", None)
         return config.to_dict() if hasattr(config, "to_dict") else None
@@ -133,3 +135,10 @@ def model_config(base: Any) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return config if isinstance(config, dict) else None
+
+
+def planned(spec: Spec, hardware: Any) -> Any:
+    """`derive.plan` with the ``config.json`` of the base model and of the teacher read (the memory estimate)."""
+    from .derive import plan
+
+    return plan(spec, hardware, model_config(spec.base), model_config(spec.teacher))

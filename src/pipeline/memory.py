@@ -22,8 +22,10 @@ reads the config, `derive.plan` calls `memory` with it). The formula, per part:
   log-softmax kept for the loss, and its gradient); a few floats per example otherwise.
 - **overhead**: the framework's fixed cost on the device (CUDA context and allocator
   cache on a GPU; on a CPU the data, the Trainer and the allocator's slack).
+- **teacher** (distillation only): the frozen teacher's weights, and for language models
+  its logits with the float32 copies the distillation term takes.
 
-The peak is weights + adapters + optimizer state + the larger of what the forward and
+The peak is weights + adapters + optimizer state (+ teacher) + the larger of what the forward and
 backward pass hold (activations and logits) and what the optimizer step holds (all
 gradients): gradients are freed after each step, and fill as activations are freed.
 Loading peaks apart from training (weights + loading), and counts when it is higher.
@@ -184,6 +186,8 @@ class Setup:
     """Gradient accumulation steps (a smaller batch with more of them keeps the effective batch)."""
     models: int = 1
     """Models trained together (token detection: generator and discriminator)."""
+    teacher: Shape | None = None
+    """A frozen teacher run beside the model (knowledge distillation), loaded in ``dtype`` too."""
 
 
 class Memory(Frozen):
@@ -202,10 +206,10 @@ class Memory(Frozen):
     @computed_field  # type: ignore[prop-decorator]
     @property
     def total(self) -> int:
-        """The estimated peak: weights, adapters, optimizer and overhead, plus the larger of
-        (activations + logits) and gradients; or the loading peak, when that is higher."""
+        """The estimated peak: weights, adapters, optimizer, overhead and a teacher, plus the larger
+        of (activations + logits) and gradients; or the loading peak, when that is higher."""
         p = self.parts
-        steady = p["weights"] + p["adapters"] + p["optimizer"] + p["overhead"]
+        steady = p["weights"] + p["adapters"] + p["optimizer"] + p["overhead"] + p.get("teacher", 0)
         training = steady + max(p["activations"] + p["logits"], p["gradients"])
         return max(training, p["weights"] + p["loading"] + p["overhead"])
 
@@ -364,16 +368,9 @@ def memory(model: Shape, setup: Setup, available: int | None = None) -> Memory:
 
 
 def _parts(model: Shape, setup: Setup) -> tuple[dict[str, int], dict[str, str]]:
-    dtype = setup.dtype or model.dtype
-    dtype = dtype if dtype in DTYPE_BYTES else "float32"
-    size = DTYPE_BYTES[dtype]
+    dtype, size = _dtype(model, setup)
     tokens = setup.batch * setup.tokens
-    blocks = model.block_parameters()
-    embeddings = model.embedding_parameters()
-    head = 0 if model.tied or not setup.language_model else model.vocab * model.hidden
-    if setup.task == "text-classification":
-        head = model.hidden * (model.hidden + setup.labels)  # pooler and classifier
-    other = model.other_parameters() + embeddings + head
+    blocks, other, head = _counts(model, setup)
     parameters = blocks + other
     inputs: dict[str, str] = {}
 
@@ -427,7 +424,35 @@ def _parts(model: Shape, setup: Setup) -> tuple[dict[str, int], dict[str, str]]:
     if setup.models > 1:
         parts = {k: v if k == "overhead" else v * setup.models for k, v in parts.items()}
         inputs["overhead"] += f"; the rest x {setup.models} models trained together"
+    if setup.teacher is not None:
+        parts["teacher"], inputs["teacher"] = _teacher(setup.teacher, setup, tokens)
     return parts, inputs
+
+
+def _dtype(model: Shape, setup: Setup) -> tuple[str, int]:
+    dtype = setup.dtype or model.dtype
+    dtype = dtype if dtype in DTYPE_BYTES else "float32"
+    return dtype, DTYPE_BYTES[dtype]
+
+
+def _counts(model: Shape, setup: Setup) -> tuple[int, int, int]:
+    """Parameters in the blocks, elsewhere (embeddings, norms, heads), and in the task's head."""
+    head = 0 if model.tied or not setup.language_model else model.vocab * model.hidden
+    if setup.task == "text-classification":
+        head = model.hidden * (model.hidden + setup.labels)  # pooler and classifier
+    return model.block_parameters(), model.other_parameters() + model.embedding_parameters() + head, head
+
+
+def _teacher(teacher: Shape, setup: Setup, tokens: int) -> tuple[int, str]:
+    """A frozen teacher: its weights, and for language models its logits with the float32 copies the
+    distillation term keeps (its activations are freed layer by layer: no gradients)."""
+    dtype, size = _dtype(teacher, setup)
+    parameters = sum(_counts(teacher, setup)[:2])
+    why = f"{parameters:,} parameters x {size} bytes ({dtype})"
+    if not setup.language_model:
+        return parameters * size, why
+    copies = size + 3 * 4  # its logits; both log-softmaxes and the divergence in float32
+    return parameters * size + tokens * teacher.vocab * copies, why + f" + {tokens:,} tokens x vocabulary x {copies} bytes"
 
 
 def _total(model: Shape, setup: Setup) -> int:

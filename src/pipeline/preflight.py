@@ -62,6 +62,8 @@ def preflight(spec: Spec, plan: Plan | None = None) -> tuple[Any, Any, data.Labe
             data_problems += e.problems
 
     spec_problems = _model_problems(spec) + _metrics_problems(spec)
+    if spec.teacher is not None and not spec_problems:
+        spec_problems += _teacher_problems(spec, labels)
     if plan is not None:
         spec_problems += _arguments_problems(plan) + _output_problems(plan) + _loaded_problems(spec, plan, labels)
     if isinstance(spec.checkpoint, str) and not Path(spec.checkpoint).is_dir():
@@ -123,6 +125,40 @@ def _model_problems(spec: Spec) -> list[str]:
                 f"maxlength: {spec.maxlength} is beyond the model's {limit} positions; use maxlength: {limit} or less"
             )
             break
+    return problems
+
+
+def _teacher_problems(spec: Spec, labels: data.Labels | None) -> list[str]:
+    """The teacher must exist, output what the student learns (as many labels) and read the same token ids."""
+    from transformers import AutoTokenizer
+
+    from .runs import is_adapter
+
+    problems: list[str] = []
+    if isinstance(spec.teacher, tuple):
+        config, tokenizer = spec.teacher[0].config, spec.teacher[1]
+    else:
+        config = _model_config("teacher", spec.teacher, problems)
+        if config is None:
+            return problems
+        if is_adapter(spec.teacher) and not (Path(spec.teacher) / "tokenizer_config.json").is_file():
+            return [f"teacher: {spec.teacher!r} is an adapter without its tokenizer; give a pipeline run folder"]
+        tokenizer = AutoTokenizer.from_pretrained(spec.teacher)
+    have = getattr(config, "num_labels", None)
+    if spec.task == "text-classification" and labels is not None and have != labels.num_labels:
+        problems.append(
+            f"teacher: it has {have} labels and the data {labels.num_labels}; distill from a teacher trained on "
+            "the same labels"
+        )
+    student = spec.base[1] if isinstance(spec.base, tuple) else AutoTokenizer.from_pretrained(spec.base)
+    theirs, ours = tokenizer.get_vocab(), student.get_vocab()
+    if theirs != ours:
+        differs = next((t for t in sorted(ours) if theirs.get(t) != ours[t]), None) or next(iter(theirs.keys() - ours.keys()))
+        problems.append(
+            f"teacher: its vocabulary differs from the student's ({len(theirs):,} vs {len(ours):,} tokens; "
+            f"{differs!r} is {theirs.get(differs)} for the teacher and {ours.get(differs)} for the student). The "
+            "teacher reads the student's token ids, so both need one tokenizer: use a teacher of the same family"
+        )
     return problems
 
 

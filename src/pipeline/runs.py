@@ -16,7 +16,7 @@ from .derive import Plan
 from .errors import SpecError
 from .specs import Spec, _kind
 
-__all__ = ["guard", "merge_dir", "run_id", "spec_document", "write_run"]
+__all__ = ["guard", "is_adapter", "merge_dir", "merged", "run_id", "spec_document", "write_run"]
 
 
 def _plain(value: Any) -> Any:
@@ -127,26 +127,41 @@ def merge_dir(source: str | Path, target: str | Path) -> Path:
     transformers. Returns ``target``. Raises `SpecError` when ``source`` holds no adapter.
     """
     import transformers
-    from peft import PeftModel
 
     source, target = Path(source), Path(target)
     if not source.is_dir():
         raise SpecError(f"merge: no such folder {str(source)!r}; give a run folder or an adapter folder")
-    adapter = source / "adapter_config.json"
-    if not adapter.is_file():
+    if not is_adapter(source):
         raise SpecError(
             f"merge: {source} holds no LoRA adapter (no adapter_config.json); "
             "merge needs the output of a run trained with lora"
         )
-    base_path = json.loads(adapter.read_text())["base_model_name_or_path"]
+    merged(source).save_pretrained(target)
+    transformers.AutoTokenizer.from_pretrained(source).save_pretrained(target)
+    if is_adapter(source / "generator"):
+        merge_dir(source / "generator", target / "generator")
+    return target
+
+
+def is_adapter(folder: str | Path) -> bool:
+    """Whether ``folder`` holds a LoRA adapter (a LoRA run's output)."""
+    return (Path(folder) / "adapter_config.json").is_file()
+
+
+def merged(source: str | Path, **kwargs: Any) -> Any:
+    """The adapter in ``source`` merged into its base, reloaded unquantized: a plain transformers model.
+
+    The task class and labels come from the config saved beside the adapter (else the base's).
+    ``kwargs`` go to ``from_pretrained`` (e.g. ``dtype``).
+    """
+    import transformers
+    from peft import PeftModel
+
+    source = Path(source)
+    base_path = json.loads((source / "adapter_config.json").read_text())["base_model_name_or_path"]
     config = transformers.AutoConfig.from_pretrained(source if (source / "config.json").is_file() else base_path)
     if getattr(config, "quantization_config", None):
         del config.quantization_config  # reload the base in full precision, then merge
     model_class = getattr(transformers, config.architectures[0])
-    base = model_class.from_pretrained(base_path, config=config)
-    merged = PeftModel.from_pretrained(base, source).merge_and_unload()
-    merged.save_pretrained(target)
-    transformers.AutoTokenizer.from_pretrained(source).save_pretrained(target)
-    if (source / "generator" / "adapter_config.json").is_file():
-        merge_dir(source / "generator", target / "generator")
-    return target
+    base = model_class.from_pretrained(base_path, config=config, **kwargs)
+    return PeftModel.from_pretrained(base, source).merge_and_unload()

@@ -194,6 +194,30 @@ def _base(value: Any) -> Any:
     raise ValueError(f"expected a path, a hub id or a (model, tokenizer) pair (got {type(value).__name__})")
 
 
+def _teacher(value: Any) -> Any:
+    """No teacher, or one given as ``base`` is: a path, a hub id or a loaded pair."""
+    return None if value is None else _base(value)
+
+
+def _distillation(value: Any) -> Any:
+    """``(temperature, alpha)``: temperature > 0 softens both distributions; alpha in [0, 1] weighs the teacher."""
+    if isinstance(value, Mapping):
+        value = (value.get("temperature", 1.0), value.get("alpha", 0.5))
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        raise ValueError(f"expected (temperature, alpha), e.g. [2.0, 0.5] (got {value!r})")
+    temperature, alpha = value
+    problems = []
+    for name, number in (("temperature", temperature), ("alpha", alpha)):
+        if not isinstance(number, (int, float)) or isinstance(number, bool):
+            problems.append(f"{name} must be a number (got {number!r})")
+    if not problems and temperature <= 0:
+        problems.append(f"temperature must be > 0 (got {temperature!r}); 1 keeps the teacher's probabilities, 2-4 soften them")
+    if not problems and not 0 <= alpha <= 1:
+        problems.append(f"alpha must be in [0, 1] (got {alpha!r}); 0 ignores the teacher, 1 learns from it alone")
+    _raise_if(problems)
+    return (float(temperature), float(alpha))
+
+
 DataSource = Annotated[
     Any,
     BeforeValidator(_data_source),
@@ -243,6 +267,15 @@ class Spec(Frozen):
         WithJsonSchema({"type": ["string", "null"], "description": "a compute_metrics function as 'module:name'"}),
     ] = None
     """A ``compute_metrics`` function for evaluation, or its import path ``"module:name"``."""
+    teacher: Annotated[
+        Any,
+        BeforeValidator(_teacher),
+        WithJsonSchema({"type": ["string", "null"], "description": "teacher model folder or hub id"}),
+    ] = None
+    """Knowledge distillation: a trained model of the same task and vocabulary (path, hub id or loaded pair)."""
+    distillation: Annotated[tuple[float, float], BeforeValidator(_distillation)] = (1.0, 0.5)
+    """``(temperature, alpha)`` with a teacher (txtai's names and default): the loss is
+    ``(1 - alpha) * loss + alpha * T^2 * KL(teacher / T || student / T)``, per labelled token or example."""
     training: FrozenMapping = Field(default_factory=FrozenDict)
 
     @classmethod

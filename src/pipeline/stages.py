@@ -21,7 +21,7 @@ from . import _cpu as cpu
 from . import _disk as disk
 from . import data
 from ._frozen import FrozenDict, thaw
-from .derive import Plan, plan
+from .derive import Plan
 from .errors import Interrupted, SpecError
 from .hardware import Hardware, detect
 from .specs import Spec
@@ -64,14 +64,16 @@ class Run:
     metrics: FrozenDict = field(default_factory=FrozenDict)
     """Final training and evaluation metrics (``train_loss``, ``eval_loss``, ...)."""
     log_history: tuple[FrozenDict, ...] = ()
+    teacher: Any = None
+    """The frozen teacher model when the spec distills (``spec.teacher``)."""
 
 
 def start(spec: Spec, hardware: Hardware | None = None) -> Run:
     """A `Run` for ``spec``, planned for ``hardware`` (default: this machine, via `detect`)."""
-    from .files import model_config
+    from .files import planned
 
     hardware = hardware if hardware is not None else detect()
-    return Run(spec=spec, hardware=hardware, plan=plan(spec, hardware, model_config(spec.base)))
+    return Run(spec=spec, hardware=hardware, plan=planned(spec, hardware))
 
 
 def _seed(run: Run) -> int:
@@ -99,7 +101,40 @@ def load(run: Run | Spec) -> Run:
     if run.plan.quantization and not run.hardware.accelerator:
         cpu.own_unquantized(_parts(model))
     log.info("loaded %s for %s", type(model).__name__, spec.task)
-    return replace(run, tokenizer=tokenizer, model=model, train_data=train_data, eval_data=eval_data, labels=labels)
+    teacher = _load_teacher(run) if spec.teacher is not None else None
+    return replace(
+        run, tokenizer=tokenizer, model=model, train_data=train_data, eval_data=eval_data, labels=labels,
+        teacher=teacher,
+    )
+
+
+def _load_teacher(run: Run) -> Any:
+    """The teacher, frozen in eval mode: a loaded model as it is, a LoRA run's adapter merged into its base,
+    else the task's model class from the folder or hub id. A teacher without trained weights for the task
+    (a new, random head) is refused."""
+    import transformers
+
+    from .runs import is_adapter, merged
+
+    spec = run.spec
+    if isinstance(spec.teacher, tuple):
+        teacher = spec.teacher[0]
+    elif is_adapter(spec.teacher):
+        teacher = merged(spec.teacher, dtype=run.plan.dtype)
+    else:
+        name = "AutoModelForPreTraining" if spec.task == "token-detection" else TASKS[spec.task].model_class
+        teacher, info = getattr(transformers, name).from_pretrained(
+            spec.teacher, dtype=run.plan.dtype, output_loading_info=True
+        )
+        untrained = sorted(info.get("missing_keys") or ())
+        if untrained:
+            raise SpecError(
+                f"teacher: {spec.teacher!r} has no trained weights for {', '.join(untrained[:3])}"
+                f"{', ...' if len(untrained) > 3 else ''} (a new {name} head); a teacher must already do "
+                f"{spec.task}: fine-tune one first (e.g. pipeline train with the same task and data)"
+            )
+    log.info("loaded teacher %s", type(teacher).__name__)
+    return teacher.eval().requires_grad_(False)
 
 
 def _load_pretrained(run: Run, labels: data.Labels | None) -> tuple[Any, Any]:
@@ -299,7 +334,16 @@ def train(run: Run) -> Run:
     eval_set = data.encode(run.eval_data, spec, run.tokenizer, maxlength, run.labels) if run.eval_data else None
     args = Arguments(**thaw(run.plan.training_args))
     existed = bool(args.output_dir) and Path(args.output_dir).exists()
-    trainer = Trainer(
+    trainer_class, distilling = Trainer, {}
+    if run.teacher is not None:
+        from ._distill import Distilling
+
+        temperature, alpha = spec.distillation
+        trainer_class = Distilling
+        distilling = dict(
+            teacher=run.teacher, temperature=temperature, alpha=alpha, task=spec.task, problem=_problem(run.labels)
+        )
+    trainer = trainer_class(
         model=run.model,
         args=args,
         train_dataset=train_set,
@@ -308,6 +352,7 @@ def train(run: Run) -> Run:
         data_collator=_collator(run),
         compute_metrics=metrics_function(spec.metrics) or default_metrics(spec.task, _problem(run.labels)),
         callbacks=[stop := StopOnSignal()],
+        **distilling,
     )
     if trainer.pop_callback(ProgressCallback) is not None:
         trainer.add_callback(Progress())

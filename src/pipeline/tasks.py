@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from types import MappingProxyType
 
-__all__ = ["DEFAULT_METRICS", "TASKS", "TaskRule"]
+__all__ = ["DEFAULT_METRICS", "DISTILLATION", "TASKS", "TaskRule"]
 
 DEFAULT_METRICS = {
     "text-classification": "accuracy, macro_f1 (multi-label: micro_f1; regression: mse, pearson)",
@@ -16,6 +16,17 @@ DEFAULT_METRICS = {
     "language-modeling": "perplexity (of the masked tokens)",
 }
 """What evaluation reports besides the loss when the spec names no ``metrics`` function."""
+
+DISTILLATION = {
+    "text-classification": "KL of softmax(logits/T) per example (multi-label: KL of sigmoid(logits/T) per label; "
+    "regression: squared error to the teacher's output)",
+    "language-generation": "KL of softmax(logits/T) over the vocabulary per predicted token",
+    "language-modeling": "KL of softmax(logits/T) over the vocabulary per masked token",
+    "question-answering": "KL of softmax(logits/T) over positions, start and end averaged, per window",
+    "sequence-sequence": "KL of softmax(logits/T) over the vocabulary per target token",
+    "token-detection": "KL of sigmoid(logits/T) per token (replaced or original), the generator's loss kept",
+}
+"""What the teacher's term compares, per task; mixed as (1 - alpha) * loss + alpha * T^2 * term."""
 
 
 @dataclass(frozen=True)

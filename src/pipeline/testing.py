@@ -10,7 +10,7 @@ import random
 from pathlib import Path
 from typing import Any
 
-__all__ = ["questions", "sentences", "sentiment", "tiny_models"]
+__all__ = ["questions", "sentences", "sentiment", "truncated", "tiny_models"]
 
 COLORS = ["red", "blue", "green", "black", "white", "yellow"]
 THINGS = ["car", "house", "door", "ball", "hat", "boat"]
@@ -156,3 +156,19 @@ def tiny_models(folder: str | Path) -> dict[str, str]:
         )
     ).save_pretrained(paths["bart"])
     return {name: str(path) for name, path in paths.items()}
+
+
+def truncated(source: str | Path, target: str | Path, layers: int = 1) -> str:
+    """A student for distillation: the model in ``source`` cut to its first ``layers`` layers (encoder and
+    decoder each), its tokenizer beside it, written to ``target`` (a token-detection ``generator/`` too)."""
+    import transformers
+
+    source, target = Path(source), Path(target)
+    config = transformers.AutoConfig.from_pretrained(source)
+    fewer = {key: layers for key in ("num_hidden_layers", "encoder_layers", "decoder_layers") if hasattr(config, key)}
+    model_class = getattr(transformers, config.architectures[0])
+    model_class.from_pretrained(source, **fewer).save_pretrained(target)
+    transformers.AutoTokenizer.from_pretrained(source).save_pretrained(target)
+    if (source / "generator" / "config.json").is_file():
+        truncated(source / "generator", target / "generator", layers)
+    return str(target)
