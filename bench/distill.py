@@ -34,6 +34,9 @@ def main() -> None:
     parser.add_argument("--seeds", default="42,1,2")
     parser.add_argument("--temperature", type=float, default=2.0)
     parser.add_argument("--alpha", type=float, default=0.5)
+    parser.add_argument("--learning-rate", type=float, default=5e-4)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--teacher", help="a teacher run folder to reuse (default: train one, then delete it)")
     args = parser.parse_args()
 
     import transformers
@@ -47,12 +50,12 @@ def main() -> None:
     minilm = str(EXAMPLES / "models" / "minilm")
     quiet = {"disable_tqdm": True, "logging_strategy": "no", "report_to": "none"}
     with tempfile.TemporaryDirectory() as folder:
-        teacher = f"{folder}/teacher"
+        teacher = args.teacher or f"{folder}/teacher"
         taught = fine_tune(Spec(
             base=minilm, train=train, validation=test, maxlength=64, lora=True, metrics=accuracy,
             training={"learning_rate": 3e-3, "num_train_epochs": 3, "per_device_train_batch_size": 16, "seed": 42,
                       "output_dir": teacher, **quiet},
-        ))
+        )) if not args.teacher else None
         student = truncated(minilm, f"{folder}/student", layers=args.layers)
         results = {"labels only": [], "distilled": []}
         for seed in (int(s) for s in args.seeds.split(",")):
@@ -60,14 +63,15 @@ def main() -> None:
                 extra = {"teacher": teacher, "distillation": (args.temperature, args.alpha)} if way == "distilled" else {}
                 run = fine_tune(Spec(
                     base=student, train=rows, validation=test, maxlength=64, metrics=accuracy, **extra,
-                    training={"learning_rate": 1e-4, "num_train_epochs": 5, "per_device_train_batch_size": 16,
+                    training={"learning_rate": args.learning_rate, "num_train_epochs": args.epochs, "per_device_train_batch_size": 16,
                               "seed": seed, **quiet},
                 ))
                 results[way].append(run.metrics["eval_accuracy"])
                 print(f"seed {seed} {way}: {run.metrics['eval_accuracy']:.2f}", flush=True)
-    print(f"\nteacher (6 layers, LoRA, 400 rows): accuracy {taught.metrics['eval_accuracy']:.2f}")
-    print(f"student: MiniLM's first {args.layers} layers, full fine-tune, {args.rows} rows, "
-          f"T={args.temperature:g}, alpha={args.alpha:g}\n")
+    if taught:
+        print(f"\nteacher (6 layers, LoRA, 400 rows): accuracy {taught.metrics['eval_accuracy']:.2f}")
+    print(f"student: MiniLM's first {args.layers} layers, full fine-tune, {args.rows} rows, {args.epochs} epochs at "
+          f"{args.learning_rate:g}, T={args.temperature:g}, alpha={args.alpha:g}\n")
     print("| student | accuracy per seed | mean |\n|---|---|---|")
     for way, values in results.items():
         print(f"| {way} | {', '.join(f'{v:.2f}' for v in values)} | {statistics.mean(values):.3f} |")

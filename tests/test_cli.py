@@ -107,6 +107,22 @@ def test_train_writes_a_run_folder_and_merge_serves_it(spec_file, tmp_path):
     assert again.returncode == 2 and "from a different spec" in again.stderr and "--force" in again.stderr
 
 
+def test_a_run_folder_teaches_a_student_from_the_command_line(spec_file, tmp_path):
+    teacher = tmp_path / "teacher"
+    assert pipeline("train", spec_file, "-o", teacher, "--set", "lora.r=8",
+                    cwd=tmp_path).returncode == 0
+    settings = ["--set", f"teacher={teacher}", "--set", "distillation=[2, 0.7]"]
+    shown = pipeline("plan", spec_file, *settings)
+    assert shown.returncode == 0, shown.stderr
+    assert re.search(r"distillation\.alpha\s+0\.7\s+user: distillation", shown.stdout)
+    assert re.search(r"distillation\.teacher\s+'.*teacher'", shown.stdout) and "teacher  " in shown.stdout  # memory part
+    student = pipeline("train", spec_file, *settings, "-o", tmp_path / "student", cwd=tmp_path)
+    assert student.returncode == 0, student.stderr
+    assert json.loads((tmp_path / "student" / "plan.json").read_text())["distillation"]["alpha"] == 0.7
+    wrong = pipeline("train", spec_file, "--set", "distillation=[0, 0.5]", "--set", f"teacher={teacher}")
+    assert wrong.returncode == 2 and "temperature must be > 0" in wrong.stderr
+
+
 def test_merge_refuses_a_folder_without_an_adapter(tmp_path):
     out = pipeline("merge", tmp_path, tmp_path / "out")
     assert out.returncode == 2 and "holds no LoRA adapter" in out.stderr

@@ -122,6 +122,8 @@ def test_lora_and_qlora_students_distill(models, teachers, way):
     assert losses[-1] < 0.95 * losses[0], losses
     assert run.teacher is not None and not run.teacher.training
     assert not any(p.requires_grad for p in run.teacher.parameters())
+    four_bit = any(type(m).__name__ == "Linear4bit" for m in run.teacher.modules())
+    assert four_bit == (way == "qlora") and run.plan.distillation["loaded"] == ("4-bit" if four_bit else "auto")
 
 
 def test_a_lora_run_folder_is_a_teacher(models, tmp_path):

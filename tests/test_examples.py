@@ -26,7 +26,8 @@ def test_example_specs_plan_on_a_cpu_and_a_gpu(path):
         assert plan(spec, hardware).task == spec.task
 
 
-@pytest.mark.parametrize("path", [p for p in SPECS if p.stem != "classification"], ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", [p for p in SPECS if p.stem not in ("classification", "distillation")],
+                         ids=lambda p: p.stem)
 def test_tiny_model_example_specs_train(path, models):
     """Each on the fixture's copy of its tiny model, for a few steps."""
     spec = load_spec(path)
@@ -36,6 +37,15 @@ def test_tiny_model_example_specs_train(path, models):
         settings["generator"] = f"{models['electra']}/generator"
     run = fine_tune(start(load_spec(path, settings), Hardware()))
     assert run.metrics["train_loss"] > 0
+
+
+def test_the_distillation_example_trains_with_a_tiny_teacher(models, tmp_path):
+    path = EXAMPLES / "distillation.yaml"
+    quick = {"base": models["bert"], "training.max_steps": 3, "training.disable_tqdm": True}
+    teacher = {**quick, "teacher": None, "training.output_dir": str(tmp_path / "teacher")}
+    fine_tune(start(load_spec(path, teacher), Hardware()))
+    run = fine_tune(start(load_spec(path, {**quick, "teacher": str(tmp_path / "teacher")}), Hardware()))
+    assert run.teacher is not None and run.plan.distillation["temperature"] == 2.0
 
 
 @pytest.mark.parametrize("script", ["compose.py", "sweep.py"])

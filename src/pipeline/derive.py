@@ -278,8 +278,8 @@ def plan(
         source="pipeline", reason="needs least memory (no attention matrix kept); eager where a model lacks it"
     )
     metrics = _metrics(spec, provenance)
-    distillation = _distillation(spec, provenance, notes)
     dtype = _dtype(spec, lora, quantization, provenance)
+    distillation = _distillation(spec, "4-bit" if quantization else dtype, provenance, notes)
     maxlength, estimate = _length_and_memory(
         spec, hardware, (config, teacher), (training, quantization, lora, dtype), provenance, notes
     )
@@ -316,8 +316,8 @@ def _dtype(spec: Spec, lora: Any, quantization: Any, provenance: dict[str, Origi
     return "auto"
 
 
-def _distillation(spec: Spec, provenance: dict[str, Origin], notes: list[str]) -> dict[str, Any] | None:
-    """Teacher, temperature, alpha and the task's distillation term; ``None`` without a teacher."""
+def _distillation(spec: Spec, loaded: str, provenance: dict[str, Origin], notes: list[str]) -> dict[str, Any] | None:
+    """Teacher (``loaded`` as the model is), temperature, alpha and the task's term; ``None`` without a teacher."""
     given = "distillation" in spec.model_fields_set
     if spec.teacher is None:
         if given:
@@ -328,11 +328,13 @@ def _distillation(spec: Spec, provenance: dict[str, Origin], notes: list[str]) -
     origin = Origin(source="user", reason="distillation") if given else Origin(source="pipeline", reason="txtai's default")
     provenance |= {
         "distillation.teacher": Origin(source="user", reason="teacher"),
+        "distillation.loaded": Origin(source="pipeline", reason="as the model: frozen, it only runs forward"),
         "distillation.temperature": origin,
         "distillation.alpha": origin,
         "distillation.loss": Origin(source="task", reason=f"{spec.task}: (1 - alpha) * loss + alpha * T^2 * this"),
     }
-    return {"teacher": teacher, "temperature": temperature, "alpha": alpha, "loss": DISTILLATION[spec.task]}
+    return {"teacher": teacher, "loaded": loaded, "temperature": temperature, "alpha": alpha,
+            "loss": DISTILLATION[spec.task]}
 
 
 def _metrics(spec: Spec, provenance: dict[str, Origin]) -> str | None:

@@ -22,8 +22,8 @@ reads the config, `derive.plan` calls `memory` with it). The formula, per part:
   log-softmax kept for the loss, and its gradient); a few floats per example otherwise.
 - **overhead**: the framework's fixed cost on the device (CUDA context and allocator
   cache on a GPU; on a CPU the data, the Trainer and the allocator's slack).
-- **teacher** (distillation only): the frozen teacher's weights, and for language models
-  its logits with the float32 copies the distillation term takes.
+- **teacher** (distillation only): the frozen teacher's weights (4-bit when the model is),
+  and for language models its logits with the float32 copies the distillation term takes.
 
 The peak is weights + adapters + optimizer state (+ teacher) + the larger of what the forward and
 backward pass hold (activations and logits) and what the optimizer step holds (all
@@ -374,17 +374,7 @@ def _parts(model: Shape, setup: Setup) -> tuple[dict[str, int], dict[str, str]]:
     parameters = blocks + other
     inputs: dict[str, str] = {}
 
-    if setup.quantized_bits:
-        per_weight = setup.quantized_bits / 8 + ((1 + 4 / 256) / 64 if setup.double_quant else 4 / 64)
-        weights = int(blocks * per_weight + other * 4)
-        inputs["weights"] = (
-            f"{blocks:,} block weights x {per_weight:.3f} bytes ({setup.quantized_bits}-bit"
-            f"{', double quant' if setup.double_quant else ''}) + {other:,} others (embeddings, norms, heads) x 4"
-        )
-
-    else:
-        weights = parameters * size
-        inputs["weights"] = f"{parameters:,} parameters x {size} bytes ({dtype})"
+    weights, inputs["weights"] = _weights(model, setup)
     loading, inputs["loading"] = 0, "held only while loading: nothing beyond the weights"
     if setup.quantized_bits and setup.device == "cpu":
         # Quantizing on a CPU maps the float checkpoint and reads all of it (resident pages).
@@ -443,16 +433,28 @@ def _counts(model: Shape, setup: Setup) -> tuple[int, int, int]:
     return model.block_parameters(), model.other_parameters() + model.embedding_parameters() + head, head
 
 
+def _weights(model: Shape, setup: Setup) -> tuple[int, str]:
+    """The weights as loaded: in the dtype, or 4/8-bit blocks with the rest in float32."""
+    dtype, size = _dtype(model, setup)
+    blocks, other, _ = _counts(model, setup)
+    if not setup.quantized_bits:
+        return (blocks + other) * size, f"{blocks + other:,} parameters x {size} bytes ({dtype})"
+    per_weight = setup.quantized_bits / 8 + ((1 + 4 / 256) / 64 if setup.double_quant else 4 / 64)
+    return int(blocks * per_weight + other * 4), (
+        f"{blocks:,} block weights x {per_weight:.3f} bytes ({setup.quantized_bits}-bit"
+        f"{', double quant' if setup.double_quant else ''}) + {other:,} others (embeddings, norms, heads) x 4"
+    )
+
+
 def _teacher(teacher: Shape, setup: Setup, tokens: int) -> tuple[int, str]:
-    """A frozen teacher: its weights, and for language models its logits with the float32 copies the
-    distillation term keeps (its activations are freed layer by layer: no gradients)."""
-    dtype, size = _dtype(teacher, setup)
-    parameters = sum(_counts(teacher, setup)[:2])
-    why = f"{parameters:,} parameters x {size} bytes ({dtype})"
+    """A frozen teacher, loaded as the student is (4-bit with it): its weights, and for language models
+    its logits with the float32 copies the distillation term takes (its activations are freed layer by
+    layer: no gradients)."""
+    weights, why = _weights(teacher, setup)
     if not setup.language_model:
-        return parameters * size, why
-    copies = size + 3 * 4  # its logits; both log-softmaxes and the divergence in float32
-    return parameters * size + tokens * teacher.vocab * copies, why + f" + {tokens:,} tokens x vocabulary x {copies} bytes"
+        return weights, why
+    copies = _dtype(teacher, setup)[1] + 3 * 4  # its logits; both log-softmaxes and the divergence in float32
+    return weights + tokens * teacher.vocab * copies, why + f" + {tokens:,} tokens x vocabulary x {copies} bytes"
 
 
 def _total(model: Shape, setup: Setup) -> int:

@@ -110,8 +110,8 @@ def load(run: Run | Spec) -> Run:
 
 def _load_teacher(run: Run) -> Any:
     """The teacher, frozen in eval mode: a loaded model as it is, a LoRA run's adapter merged into its base,
-    else the task's model class from the folder or hub id. A teacher without trained weights for the task
-    (a new, random head) is refused."""
+    else the task's model class from the folder or hub id, 4-bit when the plan quantizes the student (it
+    only runs forward). A teacher without trained weights for the task (a new, random head) is refused."""
     import transformers
 
     from .runs import is_adapter, merged
@@ -123,8 +123,8 @@ def _load_teacher(run: Run) -> Any:
         teacher = merged(spec.teacher, dtype=run.plan.dtype)
     else:
         name = "AutoModelForPreTraining" if spec.task == "token-detection" else TASKS[spec.task].model_class
-        teacher, info = getattr(transformers, name).from_pretrained(
-            spec.teacher, dtype=run.plan.dtype, output_loading_info=True
+        teacher, info = _pretrained(
+            run, getattr(transformers, name), spec.teacher, {"dtype": run.plan.dtype, "output_loading_info": True}
         )
         untrained = sorted(info.get("missing_keys") or ())
         if untrained:
@@ -185,7 +185,7 @@ def _quantization(planned: Any, model_class: Any, name: str, kwargs: dict[str, A
     from transformers.quantizers.base import get_keys_to_not_convert
 
     with torch.device("meta"):
-        labels = {k: v for k, v in kwargs.items() if k != "dtype"}
+        labels = {k: v for k, v in kwargs.items() if k not in ("dtype", "output_loading_info")}
         skeleton = model_class.from_config(transformers.AutoConfig.from_pretrained(name, **labels))
     values = thaw(planned)
     skips = set(values.get("llm_int8_skip_modules") or ()) | set(get_keys_to_not_convert(skeleton))
