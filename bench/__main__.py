@@ -1,8 +1,9 @@
-"""Run the benchmark: python -m bench [--rounds 3] [--jobs a,b] [--train 600] [--eval 150].
+"""Run the benchmark: python -m bench [--rounds 3] [--jobs a,b] [--ways a,b] [--train 600] [--eval 150].
 
-Each round runs every job three ways, A B C, each in its own process (interleaved, so
-the machine's drift hits all ways alike); results are medians over rounds and ratios.
-Writes bench/RESULTS.md and bench/raw.csv.
+Each round runs every job each way (pipeline, hand, txtai, limit), each in its own
+process (interleaved, so the machine's drift hits all ways alike); results are medians
+over rounds and ratios. Writes bench/RESULTS.md and bench/raw.csv (``--out`` another
+name, for a second configuration beside the first).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 from bench.jobs import JOBS, write_data
 
 HERE = Path(__file__).parent
-WAYS = ("pipeline", "hand", "txtai")
+WAYS = ("pipeline", "hand", "txtai", "limit")
 
 
 def timed(command: list[str], env: dict[str, str]) -> tuple[float, float]:
@@ -49,6 +50,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--jobs", default=",".join(JOBS))
+    parser.add_argument("--ways", default=",".join(WAYS))
+    parser.add_argument("--out", default="RESULTS", help="bench/OUT.md and bench/OUT.csv (default RESULTS, raw.csv)")
     parser.add_argument("--train", type=int, default=600)
     parser.add_argument("--eval", type=int, default=150)
     options = parser.parse_args()
@@ -62,7 +65,7 @@ def main() -> None:
     rows = []
     for round_ in range(1, options.rounds + 1):
         for name in options.jobs.split(","):
-            for way in WAYS:
+            for way in options.ways.split(","):
                 out = work / f"{name}-{way}-{round_}.json"
                 command = [sys.executable, "-m", "bench.worker", name, way, str(work / "data"), str(work / "models"),
                            str(out)]
@@ -75,7 +78,9 @@ def main() -> None:
 
 
 def write(rows: list[dict], plans: dict[str, float], options: argparse.Namespace) -> None:
-    with open(HERE / "raw.csv", "w", newline="") as f:
+    """The tables, above whatever the existing results file says under its own headings (the analysis)."""
+    raw = HERE / ("raw.csv" if options.out == "RESULTS" else f"{options.out}.csv")
+    with open(raw, "w", newline="") as f:
         writer = csv.DictWriter(f, list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
@@ -83,14 +88,17 @@ def write(rows: list[dict], plans: dict[str, float], options: argparse.Namespace
     def median(job: str, way: str, key: str) -> float:
         return statistics.median(r[key] for r in rows if r["job"] == job and r["way"] == way)
 
+    ways = [w for w in WAYS if any(r["way"] == w for r in rows)]
+    others = [w for w in ("limit", "hand", "txtai") if w in ways]
     lines = [
         "# Benchmark results",
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, no GPU.",
-        f"Command: `python -m bench --rounds {options.rounds} --jobs {options.jobs} --train {options.train} "
-        f"--eval {options.eval}` (raw numbers per round: `bench/raw.csv`).",
+        f"Command: `python -m bench --rounds {options.rounds} --jobs {options.jobs} --ways {options.ways} "
+        f"--train {options.train} --eval {options.eval}"
+        + (f" --out {options.out}" if options.out != "RESULTS" else "") + f"` (raw numbers per round: `bench/{raw.name}`).",
         "",
-        "Medians over rounds; each run is its own process, ways interleaved A B C per round.",
+        "Medians over rounds; each run is its own process, ways interleaved per round.",
         "samples/s = training examples / seconds of the training call (model load, tokenizing, training).",
         "",
         "| job | way | samples/s | wall s | peak RSS MB | eval |",
@@ -99,31 +107,36 @@ def write(rows: list[dict], plans: dict[str, float], options: argparse.Namespace
     jobs = list(dict.fromkeys(r["job"] for r in rows))
     for job in jobs:
         metric = next(r["eval_metric"] for r in rows if r["job"] == job)
-        for way in WAYS:
+        for way in ways:
             lines.append(
                 f"| {job} | {way} | {median(job, way, 'samples_per_second'):.1f} | "
                 f"{median(job, way, 'wall_seconds'):.1f} | {median(job, way, 'peak_rss_mb'):.0f} | "
                 f"{metric} {median(job, way, 'eval'):.3f} |"
             )
-    lines += ["", "Ratios (pipeline / other, from the medians):", "",
-              "| job | samples/s vs hand | samples/s vs txtai | wall vs hand | peak RSS vs hand |", "|---|---|---|---|---|"]
-    for job in jobs:
-        speed = median(job, "pipeline", "samples_per_second")
-        lines.append(
-            f"| {job} | {speed / median(job, 'hand', 'samples_per_second'):.2f} | "
-            f"{speed / median(job, 'txtai', 'samples_per_second'):.2f} | "
-            f"{median(job, 'pipeline', 'wall_seconds') / median(job, 'hand', 'wall_seconds'):.2f} | "
-            f"{median(job, 'pipeline', 'peak_rss_mb') / median(job, 'hand', 'peak_rss_mb'):.2f} |"
-        )
-    if "minilm-lora" in jobs and "minilm-full" in jobs:
+    if "pipeline" in ways and others:
+        lines += ["", "Ratios (pipeline / other, from the medians):", "",
+                  "| job | " + " | ".join(f"samples/s vs {w}" for w in others) + " | wall vs hand | peak RSS vs hand |",
+                  "|---" * (len(others) + 3) + "|"]
+        for job in jobs:
+            speed = median(job, "pipeline", "samples_per_second")
+            cells = [f"{speed / median(job, w, 'samples_per_second'):.2f}" for w in others]
+            if "hand" in ways:
+                cells += [f"{median(job, 'pipeline', key) / median(job, 'hand', key):.2f}"
+                          for key in ("wall_seconds", "peak_rss_mb")]
+            else:
+                cells += ["-", "-"]
+            lines.append(f"| {job} | " + " | ".join(cells) + " |")
+    if {"minilm-lora", "minilm-full"} <= set(jobs) and "pipeline" in ways:
         ratio = median("minilm-lora", "pipeline", "peak_rss_mb") / median("minilm-full", "pipeline", "peak_rss_mb")
         lines += ["", f"LoRA / full fine-tune peak RSS (pipeline, MiniLM): {ratio:.2f}"]
     lines += ["", "Start-up (median of 5, whole process):", ""]
     lines += [f"- `{name}`: {seconds:.2f} s" for name, seconds in plans.items()]
     lines += [f"- ratio: {plans['pipeline plan'] / plans['import transformers']:.2f}"]
-    (HERE / "RESULTS.md").write_text("\n".join(lines) + "\n")
+    path = HERE / f"{options.out}.md"
+    previous = path.read_text() if path.exists() else ""
+    analysis = previous[previous.index("\n## ") :] if "\n## " in previous else ""
+    path.write_text("\n".join(lines) + "\n" + analysis)
     print("\n".join(lines))
-
 
 if __name__ == "__main__":
     main()

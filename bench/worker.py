@@ -1,6 +1,7 @@
 """One benchmark run in its own process: python -m bench.worker JOB WAY DATA MODELS OUT.
 
-WAY is pipeline, hand (transformers.Trainer + peft written as a user would) or txtai.
+WAY is pipeline, hand (transformers.Trainer + peft written as a user would), txtai, or
+limit: a bare PyTorch loop (no Trainer, no datasets), the floor for time per sample.
 Writes JSON: train seconds (model load, tokenizing and training), samples/s and the
 eval metric (accuracy, or LM loss), computed by the same code for every way.
 """
@@ -83,6 +84,51 @@ def run_hand(job: Job, path: str, train: list[dict]):
     return model.eval(), tokenizer
 
 
+def run_limit(job: Job, path: str, train: list[dict]):
+    """The leanest loop with the same model, LoRA config, AdamW (fused), learning rate, linear decay,
+    gradient clipping and seed: length-sorted batches in shuffled order, each padded to its longest."""
+    import transformers
+    from peft import get_peft_model
+
+    transformers.set_seed(SEED)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(path)
+    texts = [r["text"] for r in train]
+    if job.task == "text-classification":
+        model = transformers.AutoModelForSequenceClassification.from_pretrained(path, num_labels=2)
+        examples = tokenizer(texts, truncation=True, max_length=job.maxlength)["input_ids"]
+        labels = [r["label"] for r in train]
+    else:
+        model = transformers.AutoModelForCausalLM.from_pretrained(path)
+        flat = [t for ids in tokenizer(texts)["input_ids"] for t in ids]
+        examples = [flat[i : i + job.maxlength] for i in range(0, len(flat), job.maxlength)]
+        labels = None
+    if job.lora:
+        model = get_peft_model(model, lora_config(job))
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    by_length = sorted(range(len(examples)), key=lambda i: len(examples[i]))
+    batches = [by_length[i : i + job.batch] for i in range(0, len(by_length), job.batch)]
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=job.learning_rate, weight_decay=0.0, fused=True)
+    steps = len(batches) * job.epochs
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 - step / steps)
+    model.train()
+    for _ in range(job.epochs):
+        for b in torch.randperm(len(batches)).tolist():
+            rows = [torch.tensor(examples[i]) for i in batches[b]]
+            ids = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=pad)
+            mask = torch.nn.utils.rnn.pad_sequence([torch.ones_like(r) for r in rows], batch_first=True)
+            if labels is not None:
+                target = torch.tensor([labels[i] for i in batches[b]])
+            else:
+                target = ids.masked_fill(mask == 0, -100)
+            model(input_ids=ids, attention_mask=mask, labels=target).loss.backward()
+            torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+            optimizer.step()
+            schedule.step()
+            optimizer.zero_grad(set_to_none=True)
+    return model.eval(), tokenizer
+
+
 def run_txtai(job: Job, path: str, train: list[dict]):
     from txtai.pipeline import HFTrainer
 
@@ -119,7 +165,7 @@ def main() -> None:
     prefix = "reviews" if job.task == "text-classification" else "texts"
     train, held_out = read(data, f"{prefix}-train"), read(data, f"{prefix}-eval")
     started = time.perf_counter()
-    model, tokenizer = {"pipeline": run_pipeline, "hand": run_hand, "txtai": run_txtai}[way](
+    model, tokenizer = {"pipeline": run_pipeline, "hand": run_hand, "txtai": run_txtai, "limit": run_limit}[way](
         job, model_path(job, models), train)
     seconds = time.perf_counter() - started
     result = {"job": name, "way": way, "train_seconds": seconds,

@@ -324,7 +324,7 @@ def train(run: Run) -> Run:
     from transformers.trainer_callback import ProgressCallback
 
     from ._metrics import default_metrics, perplexity
-    from ._trainer import Arguments, Progress, StopOnSignal, Trainer
+    from ._trainer import Arguments, Progress, StopOnSignal, Trainer, frozen_heap
     from .preflight import metrics_function
 
     if run.model is None:
@@ -357,7 +357,7 @@ def train(run: Run) -> Run:
     if trainer.pop_callback(ProgressCallback) is not None:
         trainer.add_callback(Progress())
     try:
-        with stop.installed():
+        with stop.installed(), frozen_heap():
             result = trainer.train(resume_from_checkpoint=_checkpoint(spec.checkpoint, args.output_dir))
     except BaseException:
         disk.drop_if_new_and_empty(args.output_dir, existed)
