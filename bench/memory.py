@@ -82,7 +82,8 @@ def spec_for(cell: dict, path: str):
                 "logging_strategy": "no", "disable_tqdm": True, "gradient_checkpointing": cell["checkpointing"],
                 **cell.get("training", {})}
     fields = dict(base=path, task=task, train=rows, maxlength=cell["seq"], lora=cell["way"] != "full" or None,
-                  quantize=cell["way"] == "qlora" or None, quantize_on_cpu=cell["way"] == "qlora", training=training)
+                  quantize=cell["way"] == "qlora" or None, quantize_on_cpu=cell["way"] == "qlora", training=training,
+                  lean_memory=True)  # the estimate is of the lean peak; the default picks lean only when tight
     return Spec(**{**fields, **cell.get("spec", {})})
 
 

@@ -219,3 +219,15 @@ def test_estimate_has_the_order_of_magnitude_of_a_real_run(models):
     assert 0 < estimated < 64 * MiB  # a 0.2M-parameter model: weights, states and activations are small
     peak_growth = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
     assert peak_growth < 4 * run.plan.memory.total
+
+
+def test_freed_memory_goes_back_to_the_os_only_when_memory_is_tight():
+    """Lean host memory costs speed: the plan picks it when the estimate passes half the memory."""
+    spec = lm(maxlength=16)
+    need = plan(spec, Hardware(), TINY).memory.total
+    assert plan(spec, Hardware(memory=need * 3), TINY).lean_memory is False
+    tight = plan(spec, Hardware(memory=int(need * 1.5)), TINY)
+    assert tight.lean_memory is True and "a lower peak first" in tight.provenance["lean_memory"].reason
+    assert plan(spec, Hardware(), None).lean_memory is False  # no estimate: speed first
+    assert plan(lm(maxlength=16, lean_memory=True), Hardware(memory=need * 3), TINY).lean_memory is True
+    assert plan(lm(maxlength=16, lean_memory=True), profile("cuda"), TINY).lean_memory is False

@@ -16,7 +16,10 @@ def return_freed_memory() -> None:
     By default glibc raises that threshold to the largest block freed so far (up to
     32 MiB), after which activations of every size land in heaps that fragment and do
     not shrink: peak RSS measured 15% (full fine-tune) to 33% (LoRA) higher on MiniLM
-    (bench/MEMORY.md). Process-wide; a no-op where the C library is not glibc.
+    (bench/MEMORY.md). The price: each large tensor is fresh pages from the kernel, so
+    steps run up to 1.5x slower (bench/RESULTS.md); the plan turns it on only when
+    memory is tight (`Spec.lean_memory`). Process-wide and for the rest of the process;
+    a no-op where the C library is not glibc.
     """
     import ctypes
     import ctypes.util

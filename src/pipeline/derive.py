@@ -211,13 +211,15 @@ class Plan(Frozen):
     maxlength: int | None = None
     """Tokens per example (LM tasks: per block); ``None`` when neither the spec nor the model's config says."""
     attention: str = "sdpa"
+    lean_memory: bool = False
+    """CPU: freed activations go back to the OS (lower peak, slower steps); see `Spec.lean_memory`."""
     memory: Memory | None = None
     """The estimated peak memory, when the model's config was given to `plan`."""
     notes: tuple[str, ...] = ()
 
     def __str__(self) -> str:
         rows = [("task", self.task, "spec")]
-        for key in ("model_class", "collator", "task_type", "dtype", "metrics", "maxlength", "attention"):
+        for key in ("model_class", "collator", "task_type", "dtype", "metrics", "maxlength", "attention", "lean_memory"):
             value = getattr(self, key)
             if value is not None:
                 origin = self.provenance.get(key)
@@ -283,6 +285,7 @@ def plan(
     maxlength, estimate = _length_and_memory(
         spec, hardware, (config, teacher), (training, quantization, lora, dtype), provenance, notes
     )
+    lean = _lean_memory(spec, hardware, estimate, provenance)
     return Plan(
         task=spec.task,
         hardware=hardware,
@@ -297,6 +300,7 @@ def plan(
         dtype=dtype,
         metrics=metrics,
         maxlength=maxlength,
+        lean_memory=lean,
         memory=estimate,
         notes=tuple(notes + _ignored(spec)),
     )
@@ -335,6 +339,30 @@ def _distillation(spec: Spec, loaded: str, provenance: dict[str, Origin], notes:
     }
     return {"teacher": teacher, "loaded": loaded, "temperature": temperature, "alpha": alpha,
             "loss": DISTILLATION[spec.task]}
+
+
+LEAN_SHARE = 0.5
+"""Above this share of the available memory, a CPU run trades speed for a lower peak (`Spec.lean_memory`)."""
+
+
+def _lean_memory(spec: Spec, hardware: Hardware, estimate: Memory | None, provenance: dict[str, Origin]) -> bool:
+    """Whether freed activations go back to the OS: the spec's choice; on a CPU, when memory is tight."""
+    if hardware.accelerator:
+        provenance["lean_memory"] = Origin(source="hardware", reason="activations live on the accelerator")
+        return False
+    if spec.lean_memory is not None:
+        provenance["lean_memory"] = Origin(source="user", reason="lean_memory")
+        return spec.lean_memory
+    if estimate is None or estimate.available is None:
+        provenance["lean_memory"] = Origin(source="pipeline", reason="no estimate: speed first")
+        return False
+    share = estimate.total / estimate.available
+    tight = share > LEAN_SHARE
+    provenance["lean_memory"] = Origin(
+        source="pipeline",
+        reason=f"the estimate is {share:.0%} of the memory: " + ("a lower peak first" if tight else "speed first"),
+    )
+    return tight
 
 
 def _metrics(spec: Spec, provenance: dict[str, Origin]) -> str | None:

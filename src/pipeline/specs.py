@@ -260,6 +260,9 @@ class Spec(Frozen):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] | None = None
     """The weights' dtype when loaded: default float32 for a full fine-tune (master weights that take small
     updates), the checkpoint's own (``auto``) for LoRA, whose base weights are frozen."""
+    lean_memory: bool | None = None
+    """CPU only: hand freed activations back to the OS (glibc's mmap threshold pinned at 128 KiB): peak RSS
+    15-33% lower, steps up to 1.5x slower. Default: on when the estimated peak exceeds half the memory."""
     generator: str | None = None
     """token-detection: the generator (masked LM) model; defaults to ``base``."""
     metrics: Annotated[
