@@ -99,6 +99,7 @@ def run_limit(job: Job, path: str, train: list[dict]):
         labels = [r["label"] for r in train]
     else:
         model = transformers.AutoModelForCausalLM.from_pretrained(path)
+        tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token  # for evaluation's batches
         flat = [t for ids in tokenizer(texts)["input_ids"] for t in ids]
         examples = [flat[i : i + job.maxlength] for i in range(0, len(flat), job.maxlength)]
         labels = None
