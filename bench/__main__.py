@@ -61,7 +61,8 @@ def main() -> None:
     from pipeline.testing import tiny_models
 
     tiny_models(work / "models")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(HERE.parent)}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+           "PYTHONPATH": f"{HERE.parent / 'src'}:{HERE.parent}"}  # this checkout's code
     rows = []
     for round_ in range(1, options.rounds + 1):
         for name in options.jobs.split(","):

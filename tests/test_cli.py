@@ -86,7 +86,8 @@ def test_train_writes_a_run_folder_and_merge_serves_it(spec_file, tmp_path):
     assert "eval_loss" in json.loads((folder / "metrics.json").read_text())
     assert "eval_loss" in out.stdout and folder.name in out.stdout
     assert (folder / "loss.png").read_bytes()[:4] == b"\x89PNG"
-    assert "{'loss'" not in out.stderr and "loss=" in out.stderr  # one bar with the loss in it, no log dicts
+    assert "{'loss'" not in out.stderr and "\r" not in out.stderr  # a log file: no dicts, no redrawn bars
+    assert "trainable params: " in out.stderr
     for noise in ("LOAD REPORT", "gemm_4bit_forward", "FutureWarning"):  # library notices a user cannot act on
         assert noise not in out.stderr, noise
 
@@ -109,18 +110,39 @@ def test_train_writes_a_run_folder_and_merge_serves_it(spec_file, tmp_path):
 
 def test_a_run_folder_teaches_a_student_from_the_command_line(spec_file, tmp_path):
     teacher = tmp_path / "teacher"
-    assert pipeline("train", spec_file, "-o", teacher, "--set", "lora.r=8",
-                    cwd=tmp_path).returncode == 0
+    taught = pipeline("train", spec_file, "-o", teacher, "--set", "lora.r=8", "-v", cwd=tmp_path)
+    assert taught.returncode == 0 and "'learning_rate': " in taught.stderr  # -v: the Trainer's log lines
     settings = ["--set", f"teacher={teacher}", "--set", "distillation=[2, 0.7]"]
     shown = pipeline("plan", spec_file, *settings)
     assert shown.returncode == 0, shown.stderr
     assert re.search(r"distillation\.alpha\s+0\.7\s+user: distillation", shown.stdout)
     assert re.search(r"distillation\.teacher\s+'.*teacher'", shown.stdout) and "teacher  " in shown.stdout  # memory part
-    student = pipeline("train", spec_file, *settings, "-o", tmp_path / "student", cwd=tmp_path)
+    student = pipeline("train", spec_file, *settings, "--set", "quantize=true", "-o", tmp_path / "student", cwd=tmp_path)
     assert student.returncode == 0, student.stderr
+    assert "note: quantize: dropped, no CUDA" in student.stderr  # the plan's notes are said when training
     assert json.loads((tmp_path / "student" / "plan.json").read_text())["distillation"]["alpha"] == 0.7
     wrong = pipeline("train", spec_file, "--set", "distillation=[0, 0.5]", "--set", f"teacher={teacher}")
     assert wrong.returncode == 2 and "temperature must be > 0" in wrong.stderr
+
+
+def test_runs_lists_past_runs_with_what_differs_sorted_by_a_metric(spec_file, tmp_path):
+    for rate in ("1e-2", "1e-3"):
+        done = pipeline("train", spec_file, "--set", f"training.learning_rate={rate}", "--set",
+                        "training.num_train_epochs=1", "--quiet", cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        assert "trainable params" not in done.stderr and "run " not in done.stderr  # -q: results only
+    listed = pipeline("runs", tmp_path / "runs", "--sort", "eval_loss", "--format", "json")
+    assert listed.returncode == 0, listed.stderr
+    rows = json.loads(listed.stdout)
+    assert len(rows) == 2 and {r["training.learning_rate"] for r in rows} == {0.01, 0.001}
+    assert "training.num_train_epochs" not in rows[0]  # the same in both: not a column
+    assert rows[0]["eval_loss"] <= rows[1]["eval_loss"] and rows[0]["task"] == "text-classification"
+    table = pipeline("runs", tmp_path / "runs").stdout
+    assert table.splitlines()[0].split()[:5] == ["run", "task", "base", "when", "training.learning_rate"]
+    assert "run,task,base,when" in pipeline("runs", tmp_path / "runs", "--format", "csv").stdout
+    missing = pipeline("runs", tmp_path / "runs", "--sort", "eval_bleu")
+    assert missing.returncode == 2 and "no run reported 'eval_bleu'; metrics found: eval_accuracy" in missing.stderr
+    assert "no runs under" in pipeline("runs", tmp_path / "nothing").stderr
 
 
 def test_merge_refuses_a_folder_without_an_adapter(tmp_path):

@@ -55,6 +55,16 @@ def test_seed_quantize_defaults_on_cuda():
     assert p.provenance["quantization.llm_int8_skip_modules"].source == "task"
 
 
+def test_a_bf16_compute_dtype_on_a_gpu_without_bf16_is_said_and_kept():
+    old_gpu = Hardware(cuda=True, bf16=False, devices=1, name="Tesla V100")
+    p = plan(spec(quantize=True, lora=True), old_gpu)
+    assert p.quantization["bnb_4bit_compute_dtype"] == "bfloat16"  # the seed's default stays
+    assert any("on a GPU without bfloat16 (Tesla V100)" in n and "float16" in n for n in p.notes)
+    assert not any("without bfloat16" in n for n in plan(spec(quantize=True, lora=True), GPU).notes)
+    assert not any("without bfloat16" in n for n in plan(
+        spec(quantize={"load_in_4bit": True, "bnb_4bit_compute_dtype": "float16"}, lora=True), old_gpu).notes)
+
+
 def test_quantize_cleared_without_cuda_and_the_plan_says_so():
     p = plan(spec(quantize=True, lora=True), CPU)
     assert p.quantization is None

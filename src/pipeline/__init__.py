@@ -11,6 +11,7 @@ from .errors import DataError, HardwareError, Interrupted, PipelineError, SpecEr
 from .files import load_spec, model_config
 from .hardware import PROFILES, Hardware, detect, profile
 from .memory import Memory, Shape, Suggestion, shape
+from .inference import evaluate, predict
 from .runs import merge_dir, run_id
 from .specs import LORA_DEFAULTS, QUANTIZE_DEFAULTS, TRAINING_DEFAULTS, Spec
 from .stages import Parameters, Run, adapt, fine_tune, load, merge, quantize, start, train
@@ -50,6 +51,7 @@ __all__ = [
     "merge_dir",
     "model_config",
     "plan",
+    "predict",
     "profile",
     "quantization_kwargs",
     "quantize",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import logging
 import signal
 import threading
 from collections.abc import Iterator
@@ -15,6 +16,8 @@ from collections.abc import Iterator
 import torch
 import transformers
 from transformers.trainer_pt_utils import LengthGroupedSampler
+
+log = logging.getLogger("pipeline")
 
 
 class Arguments(transformers.TrainingArguments):
@@ -58,15 +61,29 @@ class Trainer(transformers.Trainer):
 
 class Progress(transformers.trainer_callback.ProgressCallback):
     """One training bar with the latest loss and learning rate in it, instead of a dict printed
-    into it at every log; evaluation runs in a bar that goes away when it is done."""
+    into it at every log; evaluation runs in a bar that goes away when it is done. The dicts
+    go to the ``pipeline`` logger at DEBUG (``pipeline train -v``)."""
 
     SHOWN = {"loss": "loss", "eval_loss": "eval_loss", "learning_rate": "lr"}
 
+    def __init__(self, bars: bool = True):
+        super().__init__()
+        self.bars = bars
+        """False (``disable_tqdm``): no bars, and no dicts printed in their place either."""
+
     def on_train_begin(self, args, state, control, **kwargs):
+        from tqdm.auto import tqdm
+
         self.postfix: dict[str, str] = {}
-        super().on_train_begin(args, state, control, **kwargs)
+        if self.bars:
+            super().on_train_begin(args, state, control, **kwargs)
+        else:  # the same bookkeeping, drawn nowhere
+            self.training_bar = tqdm(total=state.max_steps, disable=True) if state.is_world_process_zero else None
+            self.current_step = 0
 
     def on_prediction_step(self, args, state, control, eval_dataloader=None, **kwargs):
+        if not self.bars:
+            return
         if state.is_world_process_zero and self.prediction_bar is None and self.training_bar is not None:
             from tqdm.auto import tqdm
 
@@ -75,6 +92,8 @@ class Progress(transformers.trainer_callback.ProgressCallback):
         super().on_prediction_step(args, state, control, eval_dataloader=eval_dataloader, **kwargs)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_world_process_zero and logs:
+            log.debug("%s", {key: round(v, 6) if isinstance(v, float) else v for key, v in logs.items()})  # -v
         if not state.is_world_process_zero or self.training_bar is None or not logs:
             return
         shown = {short: f"{logs[key]:.3g}" for key, short in self.SHOWN.items() if isinstance(logs.get(key), float)}

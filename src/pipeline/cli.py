@@ -24,6 +24,7 @@ from .derive import Plan
 from .errors import Interrupted, PipelineError, SpecError
 from .files import load_spec, parse_settings, planned
 from .hardware import PROFILES, Hardware, detect, profile
+from .runs import flatten
 from .specs import Spec
 
 app = typer.Typer(
@@ -111,15 +112,18 @@ def _train(
 
     # The run id leaves output_dir out; a placeholder lets a spec that saves checkpoints be planned.
     placeholder = evolve(spec, training={**spec.training, "output_dir": spec.training.get("output_dir") or "runs"})
-    identity = run_id(placeholder, planned(placeholder, hardware))
+    planned_run = planned(placeholder, hardware)
+    identity = run_id(placeholder, planned_run)
     if output or parent:
         folder = Path(output or parent / identity)
     else:
         folder = Path(spec.training.get("output_dir") or Path("runs") / identity)
     guard(folder, identity, force)
     spec = evolve(spec, training={**spec.training, "output_dir": str(folder)})
-    if _main_process():
+    if _main_process() and logging.getLogger("pipeline").isEnabledFor(logging.INFO):
         typer.echo(f"run {identity} -> {folder}", err=True)
+        for note in planned_run.notes:  # what fell back or is ignored, as `pipeline plan` says it
+            typer.echo(f"note: {note}", err=True)
     with contextlib.redirect_stdout(sys.stderr):  # the Trainer's progress; stdout carries the results
         run = fine_tune(start(spec, hardware))
     if _main_process():
@@ -132,13 +136,23 @@ def _main_process() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
-def _logging() -> None:
-    """Our notices at INFO; library notices a user cannot act on are hidden (bitsandbytes' missing optional
-    kernels, transformers' load report of the new head, deprecation warnings between libraries)."""
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="no bars or notices: errors and the results only")]
+Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="also the Trainer's log lines (loss, lr, ...)")]
+
+
+def _logging(quiet: bool = False, verbose: bool = False) -> None:
+    """Our notices at INFO (``-v``: the Trainer's log lines too; ``-q``: warnings only). Progress bars only on a
+    terminal: a log file gets lines, not redrawn bars. Library notices a user cannot act on are hidden
+    (bitsandbytes' missing optional kernels, transformers' load report of the new head, deprecation warnings)."""
     import warnings
 
+    if quiet or not sys.stderr.isatty():
+        for name in ("TQDM_DISABLE", "HF_DATASETS_DISABLE_PROGRESS_BARS", "HF_HUB_DISABLE_PROGRESS_BARS"):
+            os.environ[name] = "1"  # read when the libraries are imported, which is later
     logging.basicConfig(format="%(message)s", stream=sys.stderr)
-    logging.getLogger("pipeline").setLevel(logging.INFO)
+    level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
+    logging.getLogger("pipeline").setLevel(level)
+    logging.getLogger("pipeline.notice").setLevel(logging.WARNING if quiet else logging.INFO)
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     logging.getLogger("transformers.modeling_utils").addFilter(
         lambda record: "LOAD REPORT" not in record.getMessage()  # a new head is reported MISSING: it is meant to be
@@ -147,9 +161,12 @@ def _logging() -> None:
 
 
 @app.command()
-def train(spec: SpecPath, settings: Settings = None, output: Output = None, force: Force = False) -> None:
+def train(
+    spec: SpecPath, settings: Settings = None, output: Output = None, force: Force = False, quiet: Quiet = False,
+    verbose: Verbose = False,
+) -> None:
     """Fine-tune: runs load ▸ quantize ▸ adapt ▸ train and writes the run folder."""
-    _logging()
+    _logging(quiet, verbose)
     loaded = load_spec(spec, parse_settings(settings or []))
     identity, folder, run = _train(loaded, detect(), force, output=output)
     if not _main_process():
@@ -177,9 +194,11 @@ def sweep(
     metric: Annotated[str | None, typer.Option(help="metric that picks the best run (default eval_loss)")] = None,
     maximize: Annotated[bool, typer.Option(help="higher metric is better")] = False,
     force: Force = False,
+    quiet: Quiet = False,
+    verbose: Verbose = False,
 ) -> None:
     """Train every combination of the grid; write a results table (CSV, Markdown) and name the best run."""
-    _logging()
+    _logging(quiet, verbose)
     axes = _grid(grid)
     base = parse_settings(settings or [])
     specs = [load_spec(spec, {**base, **dict(zip(axes, combo))}) for combo in itertools.product(*axes.values())]
@@ -222,12 +241,6 @@ def _write_results(folder: Path, rows: list[dict[str, Any]]) -> None:
     (folder / "results.md").write_text("\n".join(lines) + "\n")
 
 
-def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(value, dict) and value:
-        return {k: v for key, item in value.items() for k, v in _flatten(item, f"{prefix}{key}.").items()}
-    return {prefix.rstrip("."): value}
-
-
 @app.command()
 def diff(
     a: Annotated[Path, typer.Argument(help="first spec file")],
@@ -247,7 +260,7 @@ def diff(
         ("spec", spec_document(first), spec_document(second)),
         ("plan", *(p.model_dump(mode="json", exclude={"provenance"}) for p in plans)),
     ):
-        flat_a, flat_b = _flatten(left), _flatten(right)
+        flat_a, flat_b = flatten(left), flatten(right)
         rows = [
             (key, json.dumps(flat_a.get(key, "-"), default=str), json.dumps(flat_b.get(key, "-"), default=str))
             for key in sorted(set(flat_a) | set(flat_b))
@@ -256,6 +269,118 @@ def diff(
         typer.echo(f"{title}: " + ("no differences" if not rows else f"{len(rows)} differences"))
         if rows:
             typer.echo(_table(rows, ("field", "A", "B")))
+
+
+LOWER_IS_BETTER = ("loss", "perplexity", "mse", "seconds")
+
+
+class Listing(str, Enum):
+    text = "text"
+    json = "json"
+    csv = "csv"
+
+
+@app.command()
+def runs(
+    folder: Annotated[Path, typer.Argument(help="folder holding run folders (sweeps' too)")] = Path("runs"),
+    sort: Annotated[str | None, typer.Option("--sort", help="a metric to order by, best first")] = None,
+    format: Annotated[Listing, typer.Option("--format", "-f")] = Listing.text,
+) -> None:
+    """Past runs side by side: id, task, base, when, the spec values that differ, final metrics."""
+    from .runs import find_runs
+
+    found = find_runs(folder)
+    if not found:
+        raise SpecError(f"runs: no runs under {str(folder)!r} (a run folder holds run.json); train one first")
+    specs = [{k: v for k, v in flatten(r["spec"]).items() if k not in ("training.output_dir", "checkpoint")}
+             for r in found]
+    differ = [k for k in dict.fromkeys(k for spec in specs for k in spec)
+              if len({json.dumps(spec.get(k), default=str) for spec in specs}) > 1]
+    rows = [
+        {"run": r["run"], "task": r["spec"].get("task", ""), "base": Path(str(r["spec"].get("base", ""))).name,
+         "when": r["when"], **{k: spec.get(k) for k in differ}, **_final(r["metrics"]), "folder": r["folder"]}
+        for r, spec in zip(found, specs)
+    ]
+    if sort:
+        scored = [r for r in rows if isinstance(r.get(sort), (int, float))]
+        if not scored:
+            names = sorted({k for r in rows for k in r if k.startswith(("eval_", "train_"))})
+            raise SpecError(f"--sort: no run reported {sort!r}; metrics found: {', '.join(names) or 'none'}")
+        lower = any(word in sort for word in LOWER_IS_BETTER)
+        rows = sorted(scored, key=lambda r: r[sort], reverse=not lower) + [r for r in rows if r not in scored]
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    if format is Listing.json:
+        typer.echo(json.dumps(rows, indent=2, default=str))
+    elif format is Listing.csv:
+        writer = csv.DictWriter(sys.stdout, columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    else:
+        shown = [c for c in columns if c != "folder"]
+        typer.echo(_table([tuple(_number(r.get(c, "")) for c in shown) for r in rows], tuple(shown)))
+
+
+@app.command()
+def predict(
+    run: Annotated[Path, typer.Argument(help="a run folder")],
+    texts: Annotated[list[str] | None, typer.Argument(help="inputs (question answering: questions, see --context)")] = None,
+    file: Annotated[Path | None, typer.Option("--file", help="inputs: a text per line, or JSON lines with the task's columns")] = None,
+    context: Annotated[str | None, typer.Option("--context", help="question answering: the context the questions ask about")] = None,
+    format: Annotated[Listing, typer.Option("--format", "-f", help="text, or json: one JSON object per line")] = Listing.text,
+) -> None:
+    """Try a trained run on a few inputs: labels with scores, generated text, answers, mask fills."""
+    from .inference import predict as predict_all
+    from .inference import read_inputs, run_task
+
+    _logging(quiet=True)
+    task = run_task(run)
+    inputs: list[Any] = list(texts or [])
+    if task == "question-answering":
+        if inputs and not context:
+            raise SpecError("predict: question answering needs --context TEXT for the questions (or --file JSONL)")
+        inputs = [(question, context) for question in inputs]
+    if file:
+        inputs += read_inputs(file, task)
+    if not inputs:
+        raise SpecError("predict: no inputs; give texts after the run folder, or --file FILE")
+    for prediction in predict_all(run, inputs, task):
+        typer.echo(json.dumps(prediction, default=str) if format is Listing.json else _said(task, prediction))
+
+
+@app.command()
+def evaluate(
+    run: Annotated[Path, typer.Argument(help="a run folder")],
+    data: Annotated[Path, typer.Argument(help="a data file with the columns the run trained on")],
+    format: Annotated[Listing, typer.Option("--format", "-f", help="text or json")] = Listing.text,
+) -> None:
+    """The task's metrics of a trained run on another data file (loss, accuracy and F1, perplexity, ...)."""
+    from .inference import evaluate as evaluate_run
+
+    _logging(quiet=True)
+    metrics = {k: v for k, v in evaluate_run(run, str(data.absolute())).items() if not k.endswith(("runtime", "per_second"))}
+    if format is Listing.json:
+        typer.echo(json.dumps(metrics, indent=2))
+    else:
+        typer.echo(_table([(k, _number(v)) for k, v in metrics.items()], ("metric", "value")))
+
+
+def _said(task: str, p: dict[str, Any]) -> str:
+    """One prediction as a line for a person."""
+    shown = p["input"] if isinstance(p["input"], str) else " | ".join(p["input"])
+    if "label" in p:
+        return f"{p['label']} ({p['score']:.2f})  {shown}"
+    if "labels" in p:
+        return f"{', '.join(p['labels']) or '(none)'}  {shown}"
+    if "value" in p:
+        return f"{p['value']:.4g}  {shown}"
+    if "answer" in p:
+        return f"{p['answer'] or '(no answer)'} ({p['score']:.2f})  {shown}"
+    if "fills" in p:
+        return f"{shown}  ->  " + "; ".join(", ".join(f"{f['token']} {f['score']:.2f}" for f in fills[:3])
+                                            for fills in p["fills"])
+    if "tokens" in p:
+        return " ".join(f"[{t['token']}]" if t["replaced"] > 0.5 else t["token"] for t in p["tokens"])
+    return f"{shown}  ->  {p['text']}"
 
 
 @app.command()

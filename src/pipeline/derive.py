@@ -145,6 +145,11 @@ def quantization_kwargs(spec: Spec, hardware: Hardware) -> tuple[dict[str, Any] 
         )
     kwargs, origins = _layered(*layers)
     notes = [] if hardware.cuda else ["quantize: kept on a CPU (quantize_on_cpu); bitsandbytes runs 4-bit there"]
+    if hardware.cuda and not hardware.bf16 and str(kwargs.get("bnb_4bit_compute_dtype")) in ("bfloat16", "torch.bfloat16"):
+        notes.append(
+            f"quantize: bnb_4bit_compute_dtype bfloat16 (the seed's) on a GPU without bfloat16 ({hardware.name}): "
+            "it is emulated there, slowly; set quantize.bnb_4bit_compute_dtype: float16 to compute natively"
+        )
     return kwargs, origins, notes
 
 

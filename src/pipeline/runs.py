@@ -16,7 +16,7 @@ from .derive import Plan
 from .errors import SpecError
 from .specs import Spec, _kind
 
-__all__ = ["guard", "is_adapter", "merge_dir", "merged", "run_id", "spec_document", "write_run"]
+__all__ = ["find_runs", "flatten", "guard", "is_adapter", "merge_dir", "merged", "run_id", "spec_document", "write_run"]
 
 
 def _plain(value: Any) -> Any:
@@ -95,6 +95,33 @@ def write_run(folder: Path, identity: str, run: Any) -> None:
     history = [dict(entry) for entry in run.log_history]
     (folder / "log_history.json").write_text(json.dumps(history, indent=2) + "\n")
     plot_losses(history, folder / "loss.png", title=f"run {identity}")
+
+
+def find_runs(folder: str | Path) -> list[dict[str, Any]]:
+    """Every run under ``folder`` (sweeps' runs too): id, folder, when (run.json's time), spec, metrics."""
+    import datetime
+
+    import yaml
+
+    found = []
+    for marker in sorted(Path(folder).rglob("run.json")):
+        where = marker.parent
+        try:
+            identity = json.loads(marker.read_text())["id"]
+            spec = yaml.safe_load((where / "spec.yaml").read_text()) or {}
+            metrics = json.loads((where / "metrics.json").read_text())
+        except (OSError, ValueError, KeyError, TypeError, yaml.YAMLError):
+            continue  # a run still training, or not a run of ours
+        when = datetime.datetime.fromtimestamp(marker.stat().st_mtime).strftime("%Y-%m-%d %H:%M")
+        found.append({"run": identity, "folder": str(where), "when": when, "spec": spec, "metrics": metrics})
+    return found
+
+
+def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts as one level of dotted keys: ``{"training": {"seed": 1}}`` -> ``{"training.seed": 1}``."""
+    if isinstance(value, dict) and value:
+        return {k: v for key, item in value.items() for k, v in flatten(item, f"{prefix}{key}.").items()}
+    return {prefix.rstrip("."): value}
 
 
 def plot_losses(history: list[dict[str, Any]], path: Path, title: str) -> None:

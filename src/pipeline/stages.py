@@ -31,6 +31,17 @@ __all__ = ["Parameters", "Run", "adapt", "fine_tune", "load", "merge", "quantize
 
 log = logging.getLogger("pipeline")
 
+notice = logging.getLogger("pipeline.notice")
+"""What a user sees by default, from Python too: the trainable-parameter count after `adapt`, as the seed
+prints it. On stderr, rank 0 only; ``logging.getLogger("pipeline.notice").setLevel(logging.WARNING)`` silences it."""
+if not notice.handlers:
+    _stderr = logging.StreamHandler()
+    _stderr.setFormatter(logging.Formatter("%(message)s"))
+    _stderr.addFilter(lambda record: os.environ.get("RANK", "0") == "0")
+    notice.addHandler(_stderr)
+    notice.setLevel(logging.INFO)
+    notice.propagate = False  # said once, whatever the application's own logging does
+
 
 @dataclass(frozen=True)
 class Parameters:
@@ -248,7 +259,7 @@ def adapt(run: Run) -> Run:
         for part in _parts(model):
             lean_dropout(part)  # no dropped-out copies of each adapted layer's input kept for backward
     parameters = _count(model)
-    log.info("%s", parameters)
+    notice.info("%s", parameters)
     return replace(run, model=model, parameters=parameters)
 
 
@@ -276,15 +287,19 @@ def _maxlength(run: Run) -> int:
 
 
 def _collator(run: Run) -> Any:
+    return collator(run.spec.task, run.tokenizer, run.model, _seed(run))
+
+
+def collator(task: str, tokenizer: Any, model: Any, seed: int = 42) -> Any:
+    """The task's data collator: each batch padded to its own longest (masking for the masked LMs)."""
     import transformers
 
-    task, tokenizer = run.spec.task, run.tokenizer
     if task in ("language-modeling", "token-detection"):
-        return transformers.DataCollatorForLanguageModeling(tokenizer, mlm=True, seed=_seed(run))
+        return transformers.DataCollatorForLanguageModeling(tokenizer, mlm=True, seed=seed)
     if task == "language-generation":
         return transformers.DataCollatorForLanguageModeling(tokenizer, mlm=False)
     if task == "sequence-sequence":
-        return transformers.DataCollatorForSeq2Seq(tokenizer, model=run.model)
+        return transformers.DataCollatorForSeq2Seq(tokenizer, model=model)
     return transformers.DataCollatorWithPadding(tokenizer)
 
 
@@ -321,7 +336,7 @@ def train(run: Run) -> Run:
 
     Returns the run with the model in eval mode, its metrics and the log history.
     """
-    from transformers.trainer_callback import ProgressCallback
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     from ._metrics import default_metrics, perplexity
     from ._trainer import Arguments, Progress, StopOnSignal, Trainer, frozen_heap
@@ -354,8 +369,8 @@ def train(run: Run) -> Run:
         callbacks=[stop := StopOnSignal()],
         **distilling,
     )
-    if trainer.pop_callback(ProgressCallback) is not None:
-        trainer.add_callback(Progress())
+    if trainer.pop_callback(ProgressCallback) or trainer.pop_callback(PrinterCallback):  # either prints dicts
+        trainer.add_callback(Progress(bars=not args.disable_tqdm))
     try:
         with stop.installed(), frozen_heap():
             result = trainer.train(resume_from_checkpoint=_checkpoint(spec.checkpoint, args.output_dir))

@@ -1,0 +1,212 @@
+"""Using a trained model: predictions for a few inputs, or the task's metrics on a data file,
+from a `Run` or a run folder.
+
+The shell: loads models (a run folder's full model, or its adapter merged into the base)
+and runs them. Inputs are texts, or for question answering ``(question, context)`` pairs
+(a text pair for pair classification). Each prediction is a plain dict.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from .errors import SpecError
+from .tasks import TASKS
+
+__all__ = ["evaluate", "predict", "read_inputs", "run_task"]
+
+GENERATED_TOKENS = 32
+"""New tokens generated per input (language generation, sequence to sequence)."""
+
+
+def predict(run: Any, inputs: list[Any], task: str | None = None) -> list[dict[str, Any]]:
+    """One prediction per input, by task:
+
+    - text-classification: ``label`` and ``score``, with ``scores`` of every label (multi-label:
+      ``labels`` above 0.5; regression: ``value``)
+    - language-generation / sequence-sequence: ``text``, greedy, up to 32 new tokens
+    - language-modeling: ``fills``, per mask token of the input, its five likeliest tokens
+    - question-answering: ``answer`` (``""`` for no answer) and ``score``
+    - token-detection: ``tokens``, each with the probability it was ``replaced``
+
+    ``run`` is a trained `Run` or a run folder (``task`` then comes from its spec.yaml).
+    """
+    import torch
+
+    model, tokenizer, task = _model(run, task)
+    model.eval()
+    with torch.no_grad():
+        return [_one(task, model, tokenizer, item) for item in inputs]
+
+
+SPEC_FIELDS = ("task", "columns", "maxlength", "stride", "prefix", "merge", "metrics")
+"""What evaluation takes from the run's spec: how its data is read and scored."""
+
+
+def evaluate(run: Any, source: Any, task: str | None = None) -> dict[str, float]:
+    """``eval_loss`` and the task's metrics (or the run's own ``metrics`` function) of a trained run on
+    ``source`` (a data file, rows, a DataFrame or a Dataset with the columns it trained on).
+
+    Raises `DataError` for data the run cannot read (missing columns, labels it does not know).
+    """
+    from ._frozen import thaw
+    from ._metrics import default_metrics, perplexity
+    from ._trainer import Arguments, Trainer
+    from .data import encode, problems, read
+    from .errors import DataError
+    from .preflight import metrics_function
+    from .specs import Spec
+    from .stages import collator
+
+    model, tokenizer, task = _model(run, task)
+    if hasattr(run, "spec"):
+        document = {k: thaw(v) for k, v in run.spec if k in SPEC_FIELDS}
+    else:
+        import yaml
+
+        document = {k: v for k, v in yaml.safe_load((Path(run) / "spec.yaml").read_text()).items() if k in SPEC_FIELDS}
+    spec = Spec(**{**document, "task": task, "base": "run", "train": source})
+    dataset = read(spec.train, "data")
+    found = problems(dataset, spec, "data")
+    labels = None
+    if task == "text-classification" and not found:
+        labels, dataset = _labels(model.config, dataset, spec, found)
+    if found:
+        raise DataError(found)
+    maxlength = spec.maxlength or min(getattr(tokenizer, "model_max_length", 512), 512)
+    encoded = encode(dataset, spec, tokenizer, maxlength, labels)
+    args = Arguments(output_dir="", report_to="none", per_device_eval_batch_size=16, disable_tqdm=True,
+                     use_cpu=str(model.device) == "cpu")
+    scores = metrics_function(spec.metrics) or default_metrics(task, labels.problem_type if labels else None)
+    trainer = Trainer(model=model, args=args, data_collator=collator(task, tokenizer, model),
+                      processing_class=tokenizer, compute_metrics=scores)
+    metrics = trainer.evaluate(encoded)
+    return metrics | perplexity(task, metrics)
+
+
+def _labels(config: Any, dataset: Any, spec: Any, found: list[str]) -> tuple[Any, Any]:
+    """The model's own label mapping (its names, else ids), every label of the data checked against it;
+    returns it with the dataset (its labels as text where the model names them)."""
+    from .data import Labels, columns
+
+    problem = config.problem_type
+    if problem in ("regression", "multi_label_classification") or config.num_labels == 1:
+        return Labels(config.num_labels, problem or "regression"), dataset
+    column = columns(spec)[2]
+    names = [config.id2label[i] for i in range(config.num_labels)]
+    named = names != [f"LABEL_{i}" for i in range(config.num_labels)]
+    if named:  # trained on text labels, or on ids that are not 0..n-1 (saved as their text)
+        dataset = dataset.map(lambda batch: {column: [str(v) for v in batch[column]]}, batched=True)
+    known = names if named else list(range(config.num_labels))
+    unknown = sorted({str(v) for v in dataset[column] if v not in known})
+    if unknown:
+        found.append(f"data: column {column!r}: labels {unknown[:5]} are not the model's ({', '.join(map(str, known))})")
+    return Labels(config.num_labels, classes=tuple(names) if named else None), dataset
+
+
+def _model(run: Any, task: str | None) -> tuple[Any, Any, str]:
+    if hasattr(run, "model") and hasattr(run, "spec"):
+        model = run.model.discriminator if run.spec.task == "token-detection" else run.model
+        return model, run.tokenizer, task or run.spec.task
+    import transformers
+
+    from .runs import is_adapter, merged
+
+    folder = Path(run)
+    if not (folder / "config.json").is_file() and not is_adapter(folder):
+        raise SpecError(f"predict: {str(folder)!r} holds no model (no config.json); give a run folder")
+    task = task or run_task(folder)
+    if task not in TASKS:
+        raise SpecError(f"predict: unknown task {task!r} (tasks: {', '.join(TASKS)})")
+    if is_adapter(folder):
+        model = merged(folder)
+    else:
+        name = "AutoModelForPreTraining" if task == "token-detection" else TASKS[task].model_class
+        model = getattr(transformers, name).from_pretrained(folder)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer, task
+
+
+def run_task(folder: str | Path) -> str:
+    """The task of a run folder, from its spec.yaml."""
+    import yaml
+
+    try:
+        return yaml.safe_load((Path(folder) / "spec.yaml").read_text())["task"]
+    except (OSError, KeyError, TypeError, yaml.YAMLError):
+        raise SpecError(f"predict: {str(folder)!r} has no spec.yaml to name its task; give a run folder") from None
+
+
+def _one(task: str, model: Any, tokenizer: Any, item: Any) -> dict[str, Any]:
+    import torch
+
+    pair = isinstance(item, (list, tuple))
+    texts = tuple(item) if pair else (item,)
+    batch = tokenizer(*texts, truncation=True, return_tensors="pt").to(model.device)
+    if task in ("language-generation", "sequence-sequence"):
+        batch.pop("token_type_ids", None)
+        out = model.generate(**batch, max_new_tokens=GENERATED_TOKENS, do_sample=False,
+                             pad_token_id=tokenizer.pad_token_id)
+        new = out[0][batch["input_ids"].shape[1] :] if task == "language-generation" else out[0]
+        return {"input": item, "text": tokenizer.decode(new, skip_special_tokens=True).strip()}
+    output = model(**batch)
+    if task == "question-answering":
+        start, end = output.start_logits[0].softmax(-1), output.end_logits[0].softmax(-1)
+        cls = 0
+        ids = batch["input_ids"][0]
+        context = torch.tensor(batch.sequence_ids(0)) == (1 if tokenizer.padding_side == "right" else 0)
+        scores = (start[:, None] * end[None, :]).triu().tril(30)  # spans of up to 31 tokens, end after start
+        scores[~context, :] = 0
+        scores[:, ~context] = 0
+        best = int(scores.argmax())
+        s, e = divmod(best, scores.shape[1])
+        if float(start[cls] * end[cls]) >= float(scores[s, e]):
+            return {"input": item, "answer": "", "score": float(start[cls] * end[cls])}
+        return {"input": item, "answer": tokenizer.decode(ids[s : e + 1]).strip(), "score": float(scores[s, e])}
+    logits = output.logits[0]
+    if task == "language-modeling":
+        masked = (batch["input_ids"][0] == tokenizer.mask_token_id).nonzero().flatten().tolist()
+        if not masked:
+            raise SpecError(f"predict: language-modeling fills {tokenizer.mask_token!r} tokens; {item!r} has none")
+        fills = []
+        for position in masked:
+            top = logits[position].softmax(-1).topk(5)
+            fills.append([{"token": tokenizer.decode([i]).strip(), "score": float(p)}
+                          for p, i in zip(top.values, top.indices)])
+        return {"input": item, "fills": fills}
+    if task == "token-detection":
+        replaced = logits.sigmoid().tolist()
+        tokens = tokenizer.convert_ids_to_tokens(batch["input_ids"][0])
+        return {"input": item, "tokens": [{"token": t, "replaced": p} for t, p in zip(tokens, replaced)]}
+    names = model.config.id2label
+    problem = model.config.problem_type
+    if problem == "regression" or model.config.num_labels == 1:
+        return {"input": item, "value": float(logits[0])}
+    if problem == "multi_label_classification":
+        scores = {names[i]: float(p) for i, p in enumerate(logits.sigmoid())}
+        return {"input": item, "labels": [n for n, p in scores.items() if p > 0.5], "scores": scores}
+    scores = {names[i]: float(p) for i, p in enumerate(logits.softmax(-1))}
+    label = max(scores, key=scores.get)
+    return {"input": item, "label": label, "score": scores[label], "scores": scores}
+
+
+def read_inputs(path: str | Path, task: str) -> list[Any]:
+    """Inputs from a file: one text per line, or JSON lines with the task's columns (QA: question, context)."""
+    lines = [line for line in Path(path).read_text().splitlines() if line.strip()]
+    columns = [c for c in TASKS[task].columns if c is not None]
+    found = []
+    for line in lines:
+        try:
+            row = json.loads(line)
+        except ValueError:
+            found.append(line)
+            continue
+        if task == "question-answering":
+            found.append((row[columns[0]], row[columns[1]]))
+        else:
+            found.append(row[columns[0]] if isinstance(row, dict) else row)
+    return found

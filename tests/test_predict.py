@@ -1,0 +1,120 @@
+"""predict: a trained run (in memory or its folder, full model or adapter) on a few inputs, per task."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from pipeline import DataError, Hardware, Spec, SpecError, evaluate, fine_tune, predict, start
+from pipeline.runs import write_run
+from pipeline.testing import questions, sentences, sentiment
+
+TEXTS = [{"text": t} for t in sentences(160)]
+JOBS = {  # task -> (model, rows, extra spec fields, inputs)
+    "text-classification": ("bert", sentiment(160), {"lora": True}, ["the car was great", "the hat was awful"]),
+    "language-generation": ("llama", TEXTS, {}, ["the car is"]),
+    "language-modeling": ("bert", TEXTS, {}, ["the car is [MASK] and the hat is red"]),
+    "question-answering": ("bert", questions(160), {"stride": 8},
+                           [("what color is the boat ?", "the hat the boat is green .")]),
+    "sequence-sequence": ("bart", [{"source": t, "target": t} for t in sentences(160)], {"prefix": "copy: "},
+                          ["copy: the car is red"]),
+    "token-detection": ("electra", TEXTS, {}, ["the car is red and the hat is blue"]),
+}
+
+
+@pytest.fixture(scope="module")
+def trained(models, tmp_path_factory):
+    """Per task: the trained Run and its run folder (as `pipeline train` writes it)."""
+    found = {}
+    for task, (name, rows, extra, _) in JOBS.items():
+        folder = tmp_path_factory.mktemp(task)
+        if task == "token-detection":
+            extra = {**extra, "generator": f"{models['electra']}/generator"}
+        spec = Spec(base=models[name], task=task, train=rows, maxlength=32, **extra,
+                    training={"learning_rate": 1e-2 if "lora" in extra else 3e-3, "num_train_epochs": 6,
+                              "per_device_train_batch_size": 16, "disable_tqdm": True, "output_dir": str(folder)})
+        run = fine_tune(start(spec, Hardware()))
+        write_run(folder, "test", run)
+        found[task] = (run, folder)
+    return found
+
+
+@pytest.mark.parametrize("task", list(JOBS))
+def test_predictions_per_task_agree_between_the_run_and_its_folder(trained, task):
+    run, folder = trained[task]
+    inputs = JOBS[task][3]
+    live, saved = predict(run, inputs), predict(str(folder), inputs)
+    assert len(live) == len(saved) == len(inputs)
+    for a, b in zip(live, saved):
+        assert a.keys() == b.keys()
+        for key in a:
+            if key in ("score", "value"):
+                assert a[key] == pytest.approx(b[key], abs=1e-4)
+            elif key not in ("scores", "fills", "tokens"):
+                assert a[key] == b[key], (task, key)
+    first = live[0]
+    if task == "text-classification":
+        assert [p["label"] for p in live] == ["positive", "negative"]  # learned, and names kept through LoRA
+        assert sum(first["scores"].values()) == pytest.approx(1.0, abs=1e-5)
+    elif task == "question-answering":
+        assert first["answer"] == "green"
+    elif task == "language-modeling":
+        assert len(first["fills"]) == 1 and len(first["fills"][0]) == 5
+        assert first["fills"][0][0]["token"] in ("red", "blue", "green", "black", "white", "yellow")
+    elif task == "token-detection":
+        assert [t["token"] for t in first["tokens"]][:3] == ["[CLS]", "the", "car"]
+        assert all(0 <= t["replaced"] <= 1 for t in first["tokens"])
+    else:
+        assert isinstance(first["text"], str) and first["text"]
+
+
+def test_predict_says_what_is_wrong(trained, tmp_path):
+    run, _ = trained["language-modeling"]
+    with pytest.raises(SpecError, match="fills '\\[MASK\\]' tokens"):
+        predict(run, ["no mask here"])
+    with pytest.raises(SpecError, match="holds no model"):
+        predict(str(tmp_path), ["text"], task="text-classification")
+
+
+def test_the_predict_command(trained):
+    def command(*args):
+        return subprocess.run([sys.executable, "-m", "pipeline.cli", "predict", *map(str, args)],
+                              capture_output=True, text=True)
+
+    _, folder = trained["text-classification"]
+    shown = command(folder, "the car was great", "the hat was awful")
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.splitlines()[0].startswith("positive (") and "the car was great" in shown.stdout
+    _, qa = trained["question-answering"]
+    answered = command(qa, "what color is the boat ?", "--context", "the hat the boat is green .", "-f", "json")
+    assert json.loads(answered.stdout.splitlines()[0])["answer"] == "green", answered.stderr
+    assert "needs --context" in command(qa, "what color ?").stderr
+
+
+@pytest.mark.parametrize("task", list(JOBS))
+def test_evaluate_scores_a_run_on_other_data_with_the_task_metrics(trained, task):
+    run, folder = trained[task]
+    rows = JOBS[task][1][:48]
+    live, saved = evaluate(run, rows), evaluate(str(folder), rows)
+    assert live["eval_loss"] == pytest.approx(saved["eval_loss"], rel=1e-4)
+    if task == "text-classification":
+        assert saved["eval_accuracy"] >= 0.9 and "eval_macro_f1" in saved
+    if task in ("language-generation", "language-modeling"):
+        assert saved["eval_perplexity"] > 1
+
+
+def test_evaluate_refuses_labels_the_model_does_not_know(trained):
+    _, folder = trained["text-classification"]
+    with pytest.raises(DataError, match="labels \\['neutral'\\] are not the model's"):
+        evaluate(str(folder), [{"text": "the car was fine", "label": "neutral"}, *sentiment(4)])
+
+
+def test_the_evaluate_command(trained, tmp_path):
+    _, folder = trained["text-classification"]
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in sentiment(32, 5)))
+    shown = subprocess.run([sys.executable, "-m", "pipeline.cli", "evaluate", folder, data, "-f", "json"],
+                           capture_output=True, text=True)
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["eval_accuracy"] >= 0.9
