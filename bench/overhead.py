@@ -92,7 +92,8 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="overhead-"))
     write_data(work / "data", options.train, 10)
     tiny_models(work / "models")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(HERE.parent)}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+           "PYTHONPATH": f"{HERE.parent / 'src'}:{HERE.parent}"}  # this checkout's code
     print(f"`python -m bench.overhead --jobs {options.jobs} --train {options.train} --repeats {options.repeats}`\n")
     print("| job | call | total s | model load | tokenizing | steps | fixed overhead |\n|---|---|---|---|---|---|---|")
     for job in options.jobs.split(","):

@@ -3,12 +3,12 @@
 import pytest
 import torch
 
-from pipeline._lora import DropoutLinear, _Fused, _mask, lean_dropout
+from pipeline._lora import DropoutLinear, _Fused, _keep, lean_dropout
 
 
-def reference(x, weight, p, seed):
+def reference(x, weight, p, keep):
     """Dropout with the same mask, then a linear layer, as plain autograd computes it."""
-    return torch.nn.functional.linear(x * _mask(x, p, seed), weight)
+    return torch.nn.functional.linear(x * keep.float() / (1 - p), weight)
 
 
 @pytest.mark.parametrize("p", [0.05, 0.5])
@@ -16,8 +16,9 @@ def test_same_output_and_gradients_as_dropout_then_linear(p):
     torch.manual_seed(0)
     x = torch.randn(3, 5, 8, requires_grad=True)
     weight = torch.randn(4, 8, requires_grad=True)
-    out = _Fused.apply(x, weight, p, 1234)
-    expected = reference(x, weight, p, 1234)
+    keep = _keep(x, p)
+    out = _Fused.apply(x, weight, keep, p)
+    expected = reference(x, weight, p, keep)
     assert torch.allclose(out, expected)
     grad = torch.randn_like(out)
     fused = torch.autograd.grad(out, (x, weight), grad)
@@ -26,11 +27,13 @@ def test_same_output_and_gradients_as_dropout_then_linear(p):
         assert torch.allclose(a, b, atol=1e-6)
 
 
-def test_masks_drop_the_expected_share_and_scale_the_rest():
-    mask = _mask(torch.empty(100_000), 0.2, 7)
-    assert abs((mask == 0).float().mean().item() - 0.2) < 0.01
-    assert torch.allclose(mask[mask > 0], torch.tensor(1 / 0.8))
-    assert torch.equal(mask, _mask(torch.empty(100_000), 0.2, 7))  # a seed always gives the same mask
+def test_masks_drop_the_expected_share_and_keep_one_byte_a_value():
+    torch.manual_seed(7)
+    keep = _keep(torch.empty(100_000), 0.2)
+    assert keep.dtype == torch.bool and keep.element_size() == 1
+    assert abs((~keep).float().mean().item() - 0.2) < 0.01
+    torch.manual_seed(7)
+    assert torch.equal(keep, _keep(torch.empty(100_000), 0.2))  # the global seed repeats it
 
 
 def test_eval_mode_is_the_plain_linear_and_training_is_reproducible():

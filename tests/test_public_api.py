@@ -11,7 +11,7 @@ PUBLIC = {
     "TaskRule", "detect", "evolve", "lora_kwargs", "plan", "profile", "quantization_kwargs",
     "training_kwargs", "Parameters", "Run", "adapt", "fine_tune", "load", "load_spec", "quantize",
     "start", "train", "merge", "merge_dir", "run_id", "Memory", "Shape", "Suggestion", "estimate", "shape",
-    "model_config", "Interrupted",
+    "model_config", "Interrupted", "predict", "evaluate",
 }
 
 

@@ -153,12 +153,16 @@ def test_a_signal_stops_at_a_step_saves_and_resumes_to_the_uninterrupted_weights
 
     resumed = subprocess.run(command + ["--set", "checkpoint=true"], capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"resuming from {out}/checkpoint-" in resumed.stderr
+    assert "do not match" not in resumed.stderr  # no warning about our own fractional logging_steps
     clean = fine_tune(start(evolve(spec, training={**spec.training, "output_dir": str(tmp_path / "clean")}), CPU))
     assert clean.metrics
     a, b = load_file(out / "adapter_model.safetensors"), load_file(tmp_path / "clean" / "adapter_model.safetensors")
     assert a.keys() == b.keys()
     for name in a:
         assert torch.equal(a[name], b[name]), name
+    again = subprocess.run(command, capture_output=True, text=True)  # the same run, its checkpoints still there
+    assert again.returncode == 0 and "holds checkpoint-" in again.stderr and "--set checkpoint=true" in again.stderr
 
 
 def test_a_run_that_fails_before_its_first_checkpoint_leaves_no_folder(models, tmp_path):

@@ -42,6 +42,7 @@ __all__ = [
     "adapt",
     "detect",
     "estimate",
+    "evaluate",
     "evolve",
     "fine_tune",
     "load",

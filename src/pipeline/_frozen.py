@@ -142,8 +142,10 @@ class Frozen(BaseModel):
 
 
 def evolve(value: M, **changes: Any) -> M:
-    """A copy of ``value`` with ``changes``, validated again (``model_copy`` would not).
+    """A copy of ``value`` with ``changes``, validated again (``model_copy`` would not); the fields the
+    original was given stay the given ones (defaults stay defaults, and the plan says so).
 
     Raises `SpecError` when the changed value is invalid.
     """
-    return type(value)(**{**dict(value), **changes})
+    kept = {name: getattr(value, name) for name in value.model_fields_set}  # fields left out stay left out
+    return type(value)(**{**kept, **changes})

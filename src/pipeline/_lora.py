@@ -1,12 +1,14 @@
-"""LoRA dropout that keeps no copies: the same dropout, recomputed in the backward pass.
+"""LoRA dropout that keeps no dropped-out copies: a one-byte mask instead.
 
 peft computes ``lora_B(lora_A(dropout(x)))``; autograd then keeps, for every adapted
 linear layer, the dropped-out copy of its input (and a mask) until the backward pass:
 q, k and v each keep their own copy of the same input. With the seed's ``lora_dropout``
 that made LoRA peak above a full fine-tune on our own benchmark (bench/MEMORY.md).
 `DropoutLinear` fuses dropout into ``lora_A``: it keeps the input itself (shared by the
-layers that read it) and the seed of its mask, and draws the mask again when the
-gradient is needed. Same distribution of masks, same gradients for a given mask.
+layers that read it) and a boolean mask (1 byte a value, where the copy took 4), and
+applies the mask again in the backward pass. Same distribution of masks, same gradients
+for a given mask. (Drawing the mask a second time from a seed instead of keeping it
+saved that byte but cost a fifth of the step time of MiniLM on a CPU: bench/RESULTS.md.)
 
 Imports torch: only the stages import this module.
 """
@@ -20,38 +22,35 @@ import torch
 __all__ = ["DropoutLinear", "lean_dropout"]
 
 
-def _mask(like: torch.Tensor, p: float, seed: int) -> torch.Tensor:
-    """The dropout mask for ``seed``: 0 or 1/(1-p) per element, in ``like``'s dtype and device.
+def _keep(like: torch.Tensor, p: float) -> torch.Tensor:
+    """Which values dropout keeps: True with probability 1 - p, from the global generator (so `set_seed`
+    repeats a run, and gradient checkpointing, which restores the generator, recomputes the same mask).
 
-    Uniforms below 1 - p (a float32 comparison, exact for any p) are Bernoulli(1 - p): the
-    same distribution as ``bernoulli_``, drawn 1.7x faster on a CPU, which matters since the
-    mask is drawn twice (forward and backward).
+    Uniforms at or above p: the distribution of ``bernoulli_(1 - p)``, drawn 1.7x faster on a CPU.
     """
-    generator = torch.Generator(device=like.device).manual_seed(seed)
-    keep = torch.rand(like.shape, device=like.device, generator=generator).lt_(1 - p).div_(1 - p)
-    return keep if keep.dtype == like.dtype else keep.to(like.dtype)
+    return torch.rand(like.shape, device=like.device).ge_(p).bool()
 
 
 class _Fused(torch.autograd.Function):
-    """``linear(dropout(x), weight)``, saving ``x`` and the mask's seed instead of the dropped-out copy."""
+    """``linear(dropout(x), weight)`` for a given ``keep`` mask, saving ``x`` and the mask, not the dropped-out copy."""
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, p: float, seed: int) -> torch.Tensor:
-        ctx.save_for_backward(x, weight)
-        ctx.p, ctx.seed = p, seed
-        return torch.nn.functional.linear(x * _mask(x, p, seed), weight)
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, keep: torch.Tensor, p: float) -> torch.Tensor:
+        ctx.save_for_backward(x, weight, keep)
+        ctx.p = p
+        return torch.nn.functional.linear(x * keep / (1 - p), weight)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:
-        x, weight = ctx.saved_tensors
-        mask = _mask(x, ctx.p, ctx.seed)
+        x, weight, keep = ctx.saved_tensors
+        scale = 1 / (1 - ctx.p)
         # Under autocast the forward ran in lower precision: compute in the gradient's dtype.
         grad_x = grad_w = None
         if ctx.needs_input_grad[0]:
-            grad_x = (grad @ weight.to(grad.dtype)).to(x.dtype) * mask
+            grad_x = (grad @ weight.to(grad.dtype)).to(x.dtype) * keep * scale
         if ctx.needs_input_grad[1]:
             flat = grad.reshape(-1, grad.shape[-1])
-            dropped = (x * mask).reshape(-1, x.shape[-1]).to(grad.dtype)
+            dropped = (x * keep * scale).reshape(-1, x.shape[-1]).to(grad.dtype)
             grad_w = (flat.T @ dropped).to(weight.dtype)
         return grad_x, grad_w, None, None
 
@@ -67,8 +66,7 @@ class DropoutLinear(torch.nn.Linear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0:
             return super().forward(x)
-        seed = int(torch.randint(0, 2**62, (1,)))  # from the global generator: set_seed makes runs repeat
-        return _Fused.apply(x, self.weight, self.p, seed)
+        return _Fused.apply(x, self.weight, _keep(x, self.p), self.p)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, dropout={self.p}"

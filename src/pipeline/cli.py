@@ -124,6 +124,11 @@ def _train(
         typer.echo(f"run {identity} -> {folder}", err=True)
         for note in planned_run.notes:  # what fell back or is ignored, as `pipeline plan` says it
             typer.echo(f"note: {note}", err=True)
+        steps = [int(p.name.rpartition("-")[2]) for p in folder.glob("checkpoint-*") if p.name[11:].isdigit()]
+        saved = [folder / f"checkpoint-{max(steps)}"] if steps else []
+        if saved and not spec.checkpoint:
+            typer.echo(f"note: {folder} holds {saved[-1].name} of this run; add --set checkpoint=true to resume "
+                       "from it (this run starts over)", err=True)
     with contextlib.redirect_stdout(sys.stderr):  # the Trainer's progress; stdout carries the results
         run = fine_tune(start(spec, hardware))
     if _main_process():

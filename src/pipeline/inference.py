@@ -53,7 +53,7 @@ def evaluate(run: Any, source: Any, task: str | None = None) -> dict[str, float]
     """
     from ._frozen import thaw
     from ._metrics import default_metrics, perplexity
-    from ._trainer import Arguments, Trainer
+    from ._trainer import Arguments, Trainer, quiet_progress
     from .data import encode, problems, read
     from .errors import DataError
     from .preflight import metrics_function
@@ -82,6 +82,7 @@ def evaluate(run: Any, source: Any, task: str | None = None) -> dict[str, float]
     scores = metrics_function(spec.metrics) or default_metrics(task, labels.problem_type if labels else None)
     trainer = Trainer(model=model, args=args, data_collator=collator(task, tokenizer, model),
                       processing_class=tokenizer, compute_metrics=scores)
+    quiet_progress(trainer)
     metrics = trainer.evaluate(encoded)
     return metrics | perplexity(task, metrics)
 
@@ -158,7 +159,8 @@ def _one(task: str, model: Any, tokenizer: Any, item: Any) -> dict[str, Any]:
         start, end = output.start_logits[0].softmax(-1), output.end_logits[0].softmax(-1)
         cls = 0
         ids = batch["input_ids"][0]
-        context = torch.tensor(batch.sequence_ids(0)) == (1 if tokenizer.padding_side == "right" else 0)
+        side = 1 if tokenizer.padding_side == "right" else 0  # the context is the second text, or the first
+        context = torch.tensor([sequence == side for sequence in batch.sequence_ids(0)])
         scores = (start[:, None] * end[None, :]).triu().tril(30)  # spans of up to 31 tokens, end after start
         scores[~context, :] = 0
         scores[:, ~context] = 0

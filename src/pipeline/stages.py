@@ -336,10 +336,8 @@ def train(run: Run) -> Run:
 
     Returns the run with the model in eval mode, its metrics and the log history.
     """
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
-
     from ._metrics import default_metrics, perplexity
-    from ._trainer import Arguments, Progress, StopOnSignal, Trainer, frozen_heap
+    from ._trainer import Arguments, StopOnSignal, Trainer, frozen_heap, quiet_progress
     from .preflight import metrics_function
 
     if run.model is None:
@@ -369,11 +367,13 @@ def train(run: Run) -> Run:
         callbacks=[stop := StopOnSignal()],
         **distilling,
     )
-    if trainer.pop_callback(ProgressCallback) or trainer.pop_callback(PrinterCallback):  # either prints dicts
-        trainer.add_callback(Progress(bars=not args.disable_tqdm))
+    quiet_progress(trainer)
     try:
+        checkpoint = _checkpoint(spec.checkpoint, args.output_dir)
+        if checkpoint:
+            notice.info("resuming from %s", checkpoint)
         with stop.installed(), frozen_heap():
-            result = trainer.train(resume_from_checkpoint=_checkpoint(spec.checkpoint, args.output_dir))
+            result = trainer.train(resume_from_checkpoint=checkpoint)
     except BaseException:
         disk.drop_if_new_and_empty(args.output_dir, existed)
         raise
