@@ -75,6 +75,10 @@ def test_lora_and_qlora_parts_worked_out_by_hand():
     double = memory(m, Setup(task="language-generation", batch=2, tokens=16, lora_r=4, quantized_bits=4,
                              double_quant=True, language_model=True)).parts
     assert double["weights"] < nf4["weights"]
+    dropped = memory(m, Setup(task="language-generation", batch=2, tokens=16, lora_r=4, lora_dropout=0.05,
+                              language_model=True)).parts
+    inputs = 2 * (64 * 4 + 64 * 2 + 128)  # the in-features of q, k, v, o, gate, up (64) and down (128), 2 layers
+    assert dropped["activations"] - lora["activations"] == 32 * inputs  # one byte a value, 32 tokens
 
 
 def test_checkpointing_keeps_one_input_per_layer_and_one_layer():

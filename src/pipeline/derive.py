@@ -462,6 +462,7 @@ def _setup(
         tokens=tokens,
         device=device,
         lora_r=int(lora.get("r", 8)) if lora else None,
+        lora_dropout=float(lora.get("lora_dropout", 0.0)) if lora else 0.0,
         lora_targets=_targets(lora.get("target_modules")) if lora else "all-linear",
         quantized_bits=bits,
         double_quant=bool(quantization.get("bnb_4bit_use_double_quant", False)) if quantization else False,

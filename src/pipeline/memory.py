@@ -15,7 +15,8 @@ reads the config, `derive.plan` calls `memory` with it). The formula, per part:
   AdamW 2 states of the parameter's size, 8-bit AdamW 2 bytes, SGD none, Adafactor a row
   and a column per matrix.
 - **activations**: what autograd keeps per layer, per token: a multiple of the hidden
-  and intermediate widths (more with dropout, which keeps masks), plus the heads x
+  and intermediate widths (more with dropout, which keeps masks; LoRA dropout one byte
+  per input value of each adapted linear), plus the heads x
   tokens attention matrix with the eager implementation (SDPA keeps none); with gradient
   checkpointing one layer's input per layer and one whole layer being recomputed.
 - **logits**: batch x tokens x vocabulary for language models (the output, its float32
@@ -186,6 +187,8 @@ class Setup:
     """Gradient accumulation steps (a smaller batch with more of them keeps the effective batch)."""
     models: int = 1
     """Models trained together (token detection: generator and discriminator)."""
+    lora_dropout: float = 0.0
+    """LoRA's dropout: above 0 each adapted linear keeps a one-byte mask of its input."""
     teacher: Shape | None = None
     """A frozen teacher run beside the model (knowledge distillation), loaded in ``dtype`` too."""
 
@@ -398,6 +401,13 @@ def _parts(model: Shape, setup: Setup) -> tuple[dict[str, int], dict[str, str]]:
     inputs["gradients"] = f"{trainable:,} trainable x {grad_size} bytes"
     optimizer, inputs["optimizer"] = _optimizer_bytes(setup, trainable, matrices, grad_size)
     activations, inputs["activations"] = _activations(model, setup, tokens)
+    if setup.lora_r and setup.lora_dropout:
+        # LoRA dropout keeps a one-byte mask of each adapted linear's input (pipeline._lora); under
+        # checkpointing only the layer being recomputed holds its masks.
+        per_token = sum(n * i for i, _, n in _adapted(model, setup.lora_targets).values())
+        masks = tokens * (per_token // model.layers if _checkpointing(setup) else per_token)
+        activations += masks
+        inputs["activations"] += f" + LoRA dropout masks {tokens:,} tokens x {per_token:,} bytes"
     logits, inputs["logits"] = _logits(model, setup, tokens)
     overhead = OVERHEAD.get(setup.device, OVERHEAD["cpu"])
     inputs["overhead"] = f"{setup.device}: fixed"
