@@ -230,7 +230,7 @@ def sweep(
 
 def _final(metrics: Any) -> dict[str, Any]:
     """The metrics worth a column: losses and the user's eval metrics, not runtimes."""
-    skip = ("runtime", "per_second", "epoch", "total_flos")
+    skip = ("runtime", "per_second", "epoch", "total_flos", "preparation_time")
     return {k: v for k, v in metrics.items() if not any(s in k for s in skip)}
 
 
@@ -362,7 +362,7 @@ def evaluate(
     from .inference import evaluate as evaluate_run
 
     _logging(quiet=True)
-    metrics = {k: v for k, v in evaluate_run(run, str(data.absolute())).items() if not k.endswith(("runtime", "per_second"))}
+    metrics = _final(evaluate_run(run, str(data.absolute())))
     if format is Listing.json:
         typer.echo(json.dumps(metrics, indent=2))
     else:
