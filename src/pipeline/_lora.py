@@ -8,7 +8,7 @@ that made LoRA peak above a full fine-tune on our own benchmark (bench/MEMORY.md
 layers that read it) and a boolean mask (1 byte a value, where the copy took 4), and
 applies the mask again in the backward pass. Same distribution of masks, same gradients
 for a given mask. (Drawing the mask a second time from a seed instead of keeping it
-saved that byte but cost about a seventh of the step time of MiniLM on a CPU.)
+saved that byte but cost about a seventh of the step time of MiniLM on a CPU: bench/RESULTS.md.)
 
 Imports torch: only the stages import this module.
 """
@@ -28,30 +28,30 @@ def _keep(like: torch.Tensor, p: float) -> torch.Tensor:
 
     Uniforms at or above p: the distribution of ``bernoulli_(1 - p)``, drawn 1.7x faster on a CPU.
     """
-    return torch.rand(like.shape, device=like.device) >= p
+    return torch.rand(like.shape, device=like.device).ge_(p).bool()
 
 
 class _Fused(torch.autograd.Function):
-    """``linear(dropout(x), weight)`` for a given ``keep`` mask, saving ``x`` and the mask, not the dropped-out
-    copy. Dropout's 1 / (1 - p) scales the small weight (r x in) instead of the large input."""
+    """``linear(dropout(x), weight)`` for a given ``keep`` mask, saving ``x`` and the mask, not the dropped-out copy."""
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, keep: torch.Tensor, p: float) -> torch.Tensor:
         ctx.save_for_backward(x, weight, keep)
-        ctx.scale = 1 / (1 - p)
-        return torch.nn.functional.linear(x * keep, weight * ctx.scale)
+        ctx.p = p
+        return torch.nn.functional.linear(x * keep / (1 - p), weight)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:
         x, weight, keep = ctx.saved_tensors
+        scale = 1 / (1 - ctx.p)
         # Under autocast the forward ran in lower precision: compute in the gradient's dtype.
         grad_x = grad_w = None
         if ctx.needs_input_grad[0]:
-            grad_x = (grad @ (weight.to(grad.dtype) * ctx.scale)).to(x.dtype).mul_(keep)
+            grad_x = (grad @ weight.to(grad.dtype)).to(x.dtype) * keep * scale
         if ctx.needs_input_grad[1]:
             flat = grad.reshape(-1, grad.shape[-1])
-            dropped = (x * keep).reshape(-1, x.shape[-1]).to(grad.dtype)
-            grad_w = (flat.T @ dropped).mul_(ctx.scale).to(weight.dtype)
+            dropped = (x * keep * scale).reshape(-1, x.shape[-1]).to(grad.dtype)
+            grad_w = (flat.T @ dropped).to(weight.dtype)
         return grad_x, grad_w, None, None
 
 
