@@ -78,7 +78,6 @@ class Distilling(Trainer):
                  problem: str | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.teacher, self.temperature, self.alpha, self.task, self.problem = teacher, temperature, alpha, task, problem
-        teacher.eval().requires_grad_(False)
         if getattr(teacher, "hf_device_map", None) is None:  # a 4-bit teacher was placed when loaded
             teacher.to(self.args.device)
 

@@ -108,7 +108,7 @@ def _train(
     """
     from ._frozen import evolve
     from .runs import guard, run_id, write_run
-    from .stages import fine_tune, start
+    from .stages import checkpoints, fine_tune, start
 
     # The run id leaves output_dir out; a placeholder lets a spec that saves checkpoints be planned.
     placeholder = evolve(spec, training={**spec.training, "output_dir": spec.training.get("output_dir") or "runs"})
@@ -124,8 +124,7 @@ def _train(
         typer.echo(f"run {identity} -> {folder}", err=True)
         for note in planned_run.notes:  # what fell back or is ignored, as `pipeline plan` says it
             typer.echo(f"note: {note}", err=True)
-        steps = [int(p.name.rpartition("-")[2]) for p in folder.glob("checkpoint-*") if p.name[11:].isdigit()]
-        saved = [folder / f"checkpoint-{max(steps)}"] if steps else []
+        saved, _ = checkpoints(folder)
         if saved and not spec.checkpoint:
             typer.echo(f"note: {folder} holds {saved[-1].name} of this run; add --set checkpoint=true to resume "
                        "from it (this run starts over)", err=True)

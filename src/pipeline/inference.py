@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import SpecError
-from .tasks import TASKS
+from .tasks import TASKS, saved_class
 
 __all__ = ["evaluate", "predict", "read_inputs", "run_task"]
 
@@ -60,13 +60,11 @@ def evaluate(run: Any, source: Any, task: str | None = None) -> dict[str, float]
     from .specs import Spec
     from .stages import collator
 
-    model, tokenizer, task = _model(run, task)
     if hasattr(run, "spec"):
         document = {k: thaw(v) for k, v in run.spec if k in SPEC_FIELDS}
     else:
-        import yaml
-
-        document = {k: v for k, v in yaml.safe_load((Path(run) / "spec.yaml").read_text()).items() if k in SPEC_FIELDS}
+        document = {k: v for k, v in _spec_document(run).items() if k in SPEC_FIELDS}
+    model, tokenizer, task = _model(run, task or document.get("task"))
     spec = Spec(**{**document, "task": task, "base": "run", "train": source})
     dataset = read(spec.train, "data")
     found = problems(dataset, spec, "data")
@@ -124,8 +122,7 @@ def _model(run: Any, task: str | None) -> tuple[Any, Any, str]:
     if is_adapter(folder):
         model = merged(folder)
     else:
-        name = "AutoModelForPreTraining" if task == "token-detection" else TASKS[task].model_class
-        model = getattr(transformers, name).from_pretrained(folder)
+        model = getattr(transformers, saved_class(task)).from_pretrained(folder)
     tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
     if tokenizer.pad_token is None and tokenizer.eos_token is not None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -134,12 +131,20 @@ def _model(run: Any, task: str | None) -> tuple[Any, Any, str]:
 
 def run_task(folder: str | Path) -> str:
     """The task of a run folder, from its spec.yaml."""
+    return _spec_document(folder)["task"]
+
+
+def _spec_document(folder: str | Path) -> dict[str, Any]:
+    """A run folder's spec.yaml, which names its task."""
     import yaml
 
     try:
-        return yaml.safe_load((Path(folder) / "spec.yaml").read_text())["task"]
-    except (OSError, KeyError, TypeError, yaml.YAMLError):
-        raise SpecError(f"predict: {str(folder)!r} has no spec.yaml to name its task; give a run folder") from None
+        document = yaml.safe_load((Path(folder) / "spec.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        document = None
+    if not isinstance(document, dict) or "task" not in document:
+        raise SpecError(f"predict: {str(folder)!r} has no spec.yaml to name its task; give a run folder")
+    return document
 
 
 def _one(task: str, model: Any, tokenizer: Any, item: Any) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from .derive import Plan
 from .errors import Interrupted, SpecError
 from .hardware import Hardware, detect
 from .specs import Spec
-from .tasks import TASKS
+from .tasks import TASKS, saved_class
 
 __all__ = ["Parameters", "Run", "adapt", "fine_tune", "load", "merge", "quantize", "start", "train"]
 
@@ -133,7 +133,7 @@ def _load_teacher(run: Run) -> Any:
     elif is_adapter(spec.teacher):
         teacher = merged(spec.teacher, dtype=run.plan.dtype)
     else:
-        name = "AutoModelForPreTraining" if spec.task == "token-detection" else TASKS[spec.task].model_class
+        name = saved_class(spec.task)
         teacher, info = _pretrained(
             run, getattr(transformers, name), spec.teacher, {"dtype": run.plan.dtype, "output_loading_info": True}
         )
@@ -316,19 +316,26 @@ def _checkpoint(checkpoint: str | bool | None, output_dir: str) -> str | None:
     """
     if checkpoint is not True:
         return checkpoint or None
-    complete = []
-    for folder in Path(output_dir).glob("checkpoint-*"):
-        if not folder.name.rpartition("-")[2].isdigit():
-            continue
+    complete, incomplete = checkpoints(output_dir)
+    for folder in incomplete:
+        log.warning("skipping %s: incomplete (no readable trainer_state.json)", folder)
+    if not complete:
+        log.info("no complete checkpoint in %s; training from the start", output_dir)
+        return None
+    return str(complete[-1])
+
+
+def checkpoints(output_dir: str | Path) -> tuple[list[Path], list[Path]]:
+    """The ``checkpoint-N`` folders in ``output_dir``, complete (a readable trainer state) and not, by step."""
+    complete, incomplete = [], []
+    found = [f for f in Path(output_dir).glob("checkpoint-*") if f.name.rpartition("-")[2].isdigit()]
+    for folder in sorted(found, key=lambda f: int(f.name.rpartition("-")[2])):
         try:
             json.loads((folder / "trainer_state.json").read_text())
             complete.append(folder)
         except (OSError, ValueError):
-            log.warning("skipping %s: incomplete (no readable trainer_state.json)", folder)
-    if not complete:
-        log.info("no complete checkpoint in %s; training from the start", output_dir)
-        return None
-    return str(max(complete, key=lambda f: int(f.name.rpartition("-")[2])))
+            incomplete.append(folder)
+    return complete, incomplete
 
 
 def train(run: Run) -> Run:

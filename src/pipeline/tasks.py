@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from types import MappingProxyType
 
-__all__ = ["DEFAULT_METRICS", "DISTILLATION", "TASKS", "TaskRule"]
+__all__ = ["DEFAULT_METRICS", "DISTILLATION", "TASKS", "TaskRule", "saved_class"]
 
 DEFAULT_METRICS = {
     "text-classification": "accuracy, macro_f1 (multi-label: micro_f1; regression: mse, pearson)",
@@ -113,3 +113,8 @@ TASKS: MappingProxyType[str, TaskRule] = MappingProxyType(
         )
     }
 )
+
+
+def saved_class(task: str) -> str:
+    """The transformers auto class that loads one saved model of ``task`` (token detection: its discriminator)."""
+    return "AutoModelForPreTraining" if task == "token-detection" else TASKS[task].model_class
