@@ -44,7 +44,12 @@ class Arguments(transformers.TrainingArguments):
 
 class ShuffledBatches(torch.utils.data.Sampler):
     """Batches of the most similar lengths in the whole set, in shuffled order, the longest batch first
-    (out of memory early). Equal lengths are shuffled among themselves each epoch.
+    (out of memory early) and the short remainder batch last. Equal lengths are shuffled among
+    themselves each epoch.
+
+    The data loader cuts what this yields into batches again, by count: a remainder batch anywhere
+    but last would shift every batch after it across two length groups (MiniLM on 600 mixed
+    reviews: 1.5x the padded tokens of a whole-set sort).
 
     transformers' grouping sorts only within mega-batches of at most a quarter of the set, so a
     long text lands in many batches and pads them (MiniLM on 600 mixed reviews: 1.7x the time of
@@ -63,7 +68,8 @@ class ShuffledBatches(torch.utils.data.Sampler):
         indices = torch.randperm(len(lengths), generator=self.grouped.generator).tolist()
         indices.sort(key=lambda i: lengths[i], reverse=True)  # stable: ties keep their random order
         batches = [indices[i : i + self.batch_size] for i in range(0, len(indices), self.batch_size)]
-        order = [0, *(torch.randperm(len(batches) - 1) + 1).tolist()] if batches else []
+        middle = (torch.randperm(max(len(batches) - 2, 0)) + 1).tolist()
+        order = [0, *middle, len(batches) - 1] if len(batches) > 1 else list(range(len(batches)))
         return iter([index for b in order for index in batches[b]])
 
 
