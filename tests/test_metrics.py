@@ -1,4 +1,5 @@
-"""Default metrics per task: scikit-learn's, on the validation data, named in the plan."""
+"""Default metrics per task (scikit-learn's for classification, SQuAD's for question answering), on the
+validation data, named in the plan."""
 
 import math
 
@@ -7,7 +8,7 @@ import pytest
 from transformers import EvalPrediction
 
 from pipeline import Hardware, Spec, fine_tune, plan, start
-from pipeline._metrics import default_metrics, perplexity
+from pipeline._metrics import Windows, best_span, default_metrics, perplexity, predicted_ids
 from pipeline.testing import sentences, sentiment
 
 CPU = Hardware()
@@ -32,7 +33,61 @@ def test_multi_label_micro_f1_and_regression():
 def test_language_models_report_perplexity_and_others_no_default():
     assert perplexity("language-generation", {"eval_loss": 2.0}) == {"eval_perplexity": math.exp(2.0)}
     assert perplexity("text-classification", {"eval_loss": 2.0}) == {}
-    assert default_metrics("question-answering", None) is None
+    assert default_metrics("token-detection", None) is None
+    assert default_metrics("question-answering", None) is None  # nothing to score answers against
+
+
+def test_best_span_stays_in_the_context_and_within_the_longest_answer():
+    start = [5.0, 9.0, 1.0, 2.0] + [-9.0] * 41
+    end = [5.0, 0.0, 1.0, 3.0] + [0.0] * 40 + [8.0]
+    context = [False, False] + [True] * 43
+    first, last, score, null = best_span(start, end, context, cls=0)
+    assert (first, last, score, null) == (3, 3, 5.0, 10.0)  # not from 1 (off the context), nor to 44 (too long)
+    assert best_span(start, end, [False] * 45, cls=0)[0] == -1
+
+
+def squad(windows, starts, ends):
+    width = max(len(o) for o in windows.offsets)
+    pad = lambda rows: np.array([r + [-100.0] * (width - len(r)) for r in rows])  # as the Trainer pads
+    return default_metrics("question-answering", None, windows)(EvalPrediction((pad(starts), pad(ends)), None))
+
+
+def test_squad_exact_match_and_f1_per_question_over_its_windows():
+    contexts = ["the red car", "a blue sky", "no answer here"]
+    token = lambda text, at: [at, at + len(text)]
+    windows = Windows(
+        example=[0, 0, 1, 2],
+        cls=[0, 0, 0, 0],
+        offsets=[
+            [None, token("the", 0), token("red", 4)],  # question 0's first window, then its second
+            [None, token("red", 4), token("car", 8)],
+            [None, token("a", 0), token("blue", 2), token("sky", 7)],
+            [None, token("no", 0), token("answer", 3)],
+        ],
+        contexts=contexts,
+        answers=[("red car",), ("blue", "blue sky"), ("",)],
+    )
+    starts = [[0.0, 1.0, 2.0], [0.0, 5.0, 0.0], [0.0, 4.0, 1.0, 0.0], [9.0, 1.0, 1.0]]
+    ends = [[0.0, 0.0, 2.0], [0.0, 0.0, 5.0], [0.0, 0.0, 0.0, 4.0], [9.0, 1.0, 1.0]]
+    result = squad(windows, starts, ends)
+    # "red car" from the second window (10 beats 4); "a blue sky" normalizes to "blue sky"; CLS wins: ""
+    assert result == {"exact_match": 1.0, "f1": 1.0}
+    ends[1] = [0.0, 5.0, 0.0]  # now "red": F1 of "red" against "red car" is 2/3
+    starts[2][1] = -9.0  # and "blue sky" still best for the second question (start at "blue")
+    starts[3], ends[3] = [0.0, 3.0, 1.0], [0.0, 1.0, 1.0]  # and "no" beats CLS where there is no answer
+    result = squad(windows, starts, ends)
+    assert result["exact_match"] == pytest.approx(1 / 3)
+    assert result["f1"] == pytest.approx((2 / 3 + 1 + 0) / 3)
+
+
+def test_sequence_to_sequence_token_accuracy_counts_target_tokens_only():
+    logits = np.zeros((2, 3, 5))
+    logits[0, [0, 1, 2], [1, 2, 3]] = 1  # predicts 1 2 3
+    logits[1, [0, 1, 2], [4, 4, 4]] = 1  # predicts 4 4 4
+    ids = predicted_ids("sequence-sequence")(logits, None)
+    labels = np.array([[1, 2, 0], [4, -100, -100]])
+    assert default_metrics("sequence-sequence", None)(EvalPrediction(ids, labels)) == {"token_accuracy": 0.75}
+    assert predicted_ids("text-classification") is None
 
 
 def test_the_plan_names_the_metrics():
@@ -40,6 +95,7 @@ def test_the_plan_names_the_metrics():
     assert "accuracy" in plan(Spec(base="m", train=rows), CPU).metrics
     assert plan(Spec(base="m", train=rows, metrics="mod:fn"), CPU).provenance["metrics"].source == "user"
     assert plan(Spec(base="m", task="language-generation", train=rows), CPU).metrics == "perplexity"
+    assert "exact_match, f1" in plan(Spec(base="m", task="question-answering", train=rows), CPU).metrics
 
 
 def test_a_classification_run_reports_accuracy_and_a_language_model_perplexity(models):
@@ -51,6 +107,10 @@ def test_a_classification_run_reports_accuracy_and_a_language_model_perplexity(m
                                      validation=texts[:8], maxlength=16,
                                      training={"max_steps": 2, "disable_tqdm": True}), CPU))
     assert generated.metrics["eval_perplexity"] == pytest.approx(math.exp(generated.metrics["eval_loss"]))
+    pairs = [{"source": t, "target": t} for t in sentences(16)]
+    translated = fine_tune(start(Spec(base=models["bart"], task="sequence-sequence", train=pairs, validation=pairs[:8],
+                                      maxlength=16, training={"max_steps": 2, "disable_tqdm": True}), CPU))
+    assert 0 <= translated.metrics["eval_token_accuracy"] <= 1
 
 
 def test_a_metrics_function_replaces_the_defaults(models):

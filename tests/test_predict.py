@@ -103,6 +103,10 @@ def test_evaluate_scores_a_run_on_other_data_with_the_task_metrics(trained, task
         assert saved["eval_accuracy"] >= 0.9 and "eval_macro_f1" in saved
     if task in ("language-generation", "language-modeling"):
         assert saved["eval_perplexity"] > 1
+    if task == "question-answering":  # seen questions: answered as text, per question
+        assert saved["eval_exact_match"] >= 0.9 and saved["eval_f1"] >= saved["eval_exact_match"]
+    if task == "sequence-sequence":
+        assert live["eval_token_accuracy"] == pytest.approx(saved["eval_token_accuracy"])
 
 
 def test_evaluate_refuses_labels_the_model_does_not_know(trained):

@@ -6,7 +6,7 @@ import pytest
 import torch
 from toolz import compose_left
 
-from pipeline import Hardware, Spec, adapt, detect, evolve, fine_tune, load, quantize, start
+from pipeline import Hardware, Spec, adapt, detect, evolve, fine_tune, load, predict, quantize, start
 from pipeline.testing import questions, sentences, sentiment
 
 CPU = Hardware()
@@ -102,12 +102,12 @@ def test_an_unanswerable_question_predicts_no_answer_after_training(models):
             found.append({"question": row["question"], "context": unanswerable, "answers": [None, ""][i % 2]})
         return found
 
-    spec = Spec(base=models["bert"], task="question-answering", train=rows(120, 0), maxlength=32, stride=8,
-                training={"learning_rate": 3e-3, "num_train_epochs": 6, "per_device_train_batch_size": 16,
-                          "logging_strategy": "no", "disable_tqdm": True})
+    held_out = rows(20, 1)
+    spec = Spec(base=models["bert"], task="question-answering", train=rows(120, 0), validation=held_out, maxlength=32,
+                stride=8, training={"learning_rate": 3e-3, "num_train_epochs": 6, "per_device_train_batch_size": 16,
+                                    "logging_strategy": "no", "disable_tqdm": True})
     run = fine_tune(start(spec, CPU))
     answered = unanswered = 0
-    held_out = rows(20, 1)
     for row in held_out:
         batch = run.tokenizer(row["question"], row["context"], return_tensors="pt")
         with torch.no_grad():
@@ -118,6 +118,10 @@ def test_an_unanswerable_question_predicts_no_answer_after_training(models):
         else:
             unanswered += (start_at, end_at) == (0, 0)  # CLS: no answer
     assert unanswered >= 18 and answered >= 18, f"of 20 each: {unanswered} no-answer, {answered} spans right"
+    # SQuAD v2 scoring over the windows (32 tokens, so several per context) agrees
+    assert run.metrics["eval_exact_match"] >= 0.9 and run.metrics["eval_f1"] >= run.metrics["eval_exact_match"]
+    said = predict(run, [(row["question"], row["context"]) for row in held_out])
+    assert sum(p["answer"] == (row["answers"] or "") for p, row in zip(said, held_out)) >= 36
 
 
 def test_qlora_on_a_cpu_end_to_end(models):

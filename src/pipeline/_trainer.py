@@ -74,13 +74,22 @@ class ShuffledBatches(torch.utils.data.Sampler):
 
 
 class Trainer(transformers.Trainer):
-    """The `Trainer`, with length-grouped batches in shuffled order (`ShuffledBatches`)."""
+    """The `Trainer`, with length-grouped batches in shuffled order (`ShuffledBatches`), and evaluation
+    in the set's order."""
 
     def _get_train_sampler(self, train_dataset=None):
         sampler = super()._get_train_sampler(train_dataset)
         if isinstance(sampler, LengthGroupedSampler):
             return ShuffledBatches(sampler, self.args.train_batch_size * self.args.gradient_accumulation_steps)
         return sampler
+
+    def _get_eval_sampler(self, eval_dataset):
+        """The set's order, where the library's length grouping would shuffle it: our evaluation sets
+        come sorted by length already (`stages.scoring`), and scoring answers as text needs each
+        prediction's window."""
+        if eval_dataset is None or not hasattr(eval_dataset, "__len__") or self.args.world_size > 1:
+            return super()._get_eval_sampler(eval_dataset)
+        return torch.utils.data.SequentialSampler(eval_dataset)
 
 
 class Progress(transformers.trainer_callback.ProgressCallback):

@@ -230,20 +230,29 @@ def _label_kind(value: Any) -> str | None:
 # -- encoding ------------------------------------------------------------------------------
 
 
-def encode(dataset: Any, spec: Spec, tokenizer: Any, maxlength: int, labels: Labels | None = None) -> Any:
-    """Tokenize ``dataset`` for ``spec.task`` (batched ``datasets.map``), unpadded."""
+WINDOW_COLUMNS = ("example", "cls", "offsets")
+"""Question answering with ``windows=True``: each window's example, CLS position and the character
+span of each context token (``None`` off the context), to score answers as text."""
+
+
+def encode(dataset: Any, spec: Spec, tokenizer: Any, maxlength: int, labels: Labels | None = None,
+           windows: bool = False) -> Any:
+    """Tokenize ``dataset`` for ``spec.task`` (batched ``datasets.map``), unpadded; question answering
+    with ``windows`` keeps `WINDOW_COLUMNS` too."""
     cols = columns(spec)
     if TASKS[spec.task].language_model:
-        process = lambda b: _blocks(b, cols[0], tokenizer, maxlength, spec.merge)
+        process = lambda b, at: _blocks(b, cols[0], tokenizer, maxlength, spec.merge)
     else:
+        stride = spec.stride_for(maxlength)
         process = {
-            "text-classification": lambda b: _classification(b, cols, tokenizer, maxlength, labels),
-            "question-answering": lambda b: _questions(b, cols, tokenizer, maxlength, spec.stride_for(maxlength)),
-            "sequence-sequence": lambda b: _sequences(b, cols, tokenizer, maxlength, spec.prefix),
+            "text-classification": lambda b, at: _classification(b, cols, tokenizer, maxlength, labels),
+            "question-answering": lambda b, at: _questions(b, cols, tokenizer, maxlength, stride, at if windows else None),
+            "sequence-sequence": lambda b, at: _sequences(b, cols, tokenizer, maxlength, spec.prefix),
         }[spec.task]
     return dataset.map(
         process,
         batched=True,
+        with_indices=True,
         num_proc=spec.tokenizers,
         remove_columns=dataset.column_names,
         desc=f"tokenizing for {spec.task}",
@@ -320,9 +329,9 @@ def _answer(answer: Any, context: str) -> tuple[int, str] | None:
     return start, text
 
 
-def _questions(batch, cols, tokenizer, maxlength, stride):
+def _questions(batch, cols, tokenizer, maxlength, stride, indices=None):
     """Long contexts split into overlapping windows; a window without the answer, and a question
-    without one, point at CLS."""
+    without one, point at CLS. With ``indices`` (the rows' places in the set) `WINDOW_COLUMNS` too."""
     question, context, answers = cols
     questions = [q.lstrip() for q in _texts(batch, question)]
     contexts = _texts(batch, context)
@@ -343,11 +352,15 @@ def _questions(batch, cols, tokenizer, maxlength, stride):
             f"{maxlength} tokens ({e}); raise maxlength or lower stride"
         ) from None
     sample_of = encoded.pop("overflow_to_sample_mapping")
-    starts, ends = [], []
+    side = 1 if right else 0
+    starts, ends, positions, spans = [], [], [], []
     for i, offsets in enumerate(encoded.pop("offset_mapping")):
-        ids = encoded["input_ids"][i]
-        cls = ids.index(tokenizer.cls_token_id) if tokenizer.cls_token_id in ids else 0
+        cls = cls_position(encoded["input_ids"][i], tokenizer)
         sample = sample_of[i]
+        sequence = encoded.sequence_ids(i)
+        if indices is not None:
+            positions.append(cls)
+            spans.append([o if s == side else None for o, s in zip(offsets, sequence)])
         try:
             found = _answer(batch[answers][sample], contexts[sample])
         except AnswerMissing as e:
@@ -360,8 +373,6 @@ def _questions(batch, cols, tokenizer, maxlength, stride):
             continue
         start_char, text = found
         end_char = start_char + len(text)
-        sequence = encoded.sequence_ids(i)
-        side = 1 if right else 0
         first = sequence.index(side)
         last = len(sequence) - 1 - sequence[::-1].index(side)
         if offsets[first][0] > start_char or offsets[last][1] < end_char:
@@ -375,4 +386,26 @@ def _questions(batch, cols, tokenizer, maxlength, stride):
         starts.append(first - 1)
         ends.append(last + 1)
     encoded["start_positions"], encoded["end_positions"] = starts, ends
+    if indices is not None:
+        encoded["example"], encoded["cls"], encoded["offsets"] = [indices[s] for s in sample_of], positions, spans
     return encoded
+
+
+def cls_position(ids: list[int], tokenizer: Any) -> int:
+    """Where a question-answering window's CLS token is (its no-answer position): first, or last for
+    tokenizers that put it at the end (XLNet)."""
+    return ids.index(tokenizer.cls_token_id) if tokenizer.cls_token_id in ids else 0
+
+
+def gold_answers(dataset: Any, spec: Spec) -> tuple[list[str], list[tuple[str, ...]]]:
+    """The contexts of a question-answering set and each question's answers as text (``("",)``: none)."""
+    _, context, answer = columns(spec)
+    contexts, found = list(dataset[context]), []
+    for row in dataset[answer]:
+        if isinstance(row, dict) and isinstance(row.get("text"), list):
+            found.append(tuple(row["text"]) or ("",))
+        elif isinstance(row, dict):
+            found.append((row.get("text") or "",))
+        else:
+            found.append((row or "",))
+    return contexts, found

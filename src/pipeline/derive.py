@@ -376,7 +376,7 @@ def _metrics(spec: Spec, provenance: dict[str, Origin]) -> str | None:
         provenance["metrics"] = Origin(source="user", reason="metrics")
         return spec.metrics if isinstance(spec.metrics, str) else getattr(spec.metrics, "__name__", "a function")
     if spec.task in DEFAULT_METRICS:
-        provenance["metrics"] = Origin(source="task", reason="on validation data, with scikit-learn")
+        provenance["metrics"] = Origin(source="task", reason="on validation data")
         return DEFAULT_METRICS[spec.task]
     return None
 

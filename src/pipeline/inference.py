@@ -52,13 +52,12 @@ def evaluate(run: Any, source: Any, task: str | None = None) -> dict[str, float]
     Raises `DataError` for data the run cannot read (missing columns, labels it does not know).
     """
     from ._frozen import thaw
-    from ._metrics import default_metrics, perplexity
+    from ._metrics import perplexity
     from ._trainer import Arguments, Trainer, quiet_progress
     from .data import encode, problems, read
     from .errors import DataError
-    from .preflight import metrics_function
     from .specs import Spec
-    from .stages import collator
+    from .stages import collator, scoring
 
     if hasattr(run, "spec"):
         document = {k: thaw(v) for k, v in run.spec if k in SPEC_FIELDS}
@@ -74,12 +73,11 @@ def evaluate(run: Any, source: Any, task: str | None = None) -> dict[str, float]
     if found:
         raise DataError(found)
     maxlength = spec.maxlength or min(getattr(tokenizer, "model_max_length", 512), 512)
-    encoded = encode(dataset, spec, tokenizer, maxlength, labels)
+    encoded, scores = scoring(spec, labels, dataset, encode(dataset, spec, tokenizer, maxlength, labels, windows=True))
     args = Arguments(output_dir="", report_to="none", per_device_eval_batch_size=16, disable_tqdm=True,
                      use_cpu=str(model.device) == "cpu")
-    scores = metrics_function(spec.metrics) or default_metrics(task, labels.problem_type if labels else None)
     trainer = Trainer(model=model, args=args, data_collator=collator(task, tokenizer, model),
-                      processing_class=tokenizer, compute_metrics=scores)
+                      processing_class=tokenizer, **scores)
     quiet_progress(trainer)
     metrics = trainer.evaluate(encoded)
     return metrics | perplexity(task, metrics)
@@ -150,8 +148,9 @@ def _spec_document(folder: str | Path) -> dict[str, Any]:
 def _one(task: str, model: Any, tokenizer: Any, item: Any) -> dict[str, Any]:
     import torch
 
-    pair = isinstance(item, (list, tuple))
-    texts = tuple(item) if pair else (item,)
+    if task == "question-answering":
+        return _answer(model, tokenizer, item)
+    texts = tuple(item) if isinstance(item, (list, tuple)) else (item,)
     batch = tokenizer(*texts, truncation=True, return_tensors="pt").to(model.device)
     if task in ("language-generation", "sequence-sequence"):
         batch.pop("token_type_ids", None)
@@ -159,22 +158,7 @@ def _one(task: str, model: Any, tokenizer: Any, item: Any) -> dict[str, Any]:
                              pad_token_id=tokenizer.pad_token_id)
         new = out[0][batch["input_ids"].shape[1] :] if task == "language-generation" else out[0]
         return {"input": item, "text": tokenizer.decode(new, skip_special_tokens=True).strip()}
-    output = model(**batch)
-    if task == "question-answering":
-        start, end = output.start_logits[0].softmax(-1), output.end_logits[0].softmax(-1)
-        cls = 0
-        ids = batch["input_ids"][0]
-        side = 1 if tokenizer.padding_side == "right" else 0  # the context is the second text, or the first
-        context = torch.tensor([sequence == side for sequence in batch.sequence_ids(0)])
-        scores = (start[:, None] * end[None, :]).triu().tril(30)  # spans of up to 31 tokens, end after start
-        scores[~context, :] = 0
-        scores[:, ~context] = 0
-        best = int(scores.argmax())
-        s, e = divmod(best, scores.shape[1])
-        if float(start[cls] * end[cls]) >= float(scores[s, e]):
-            return {"input": item, "answer": "", "score": float(start[cls] * end[cls])}
-        return {"input": item, "answer": tokenizer.decode(ids[s : e + 1]).strip(), "score": float(scores[s, e])}
-    logits = output.logits[0]
+    logits = model(**batch).logits[0]
     if task == "language-modeling":
         masked = (batch["input_ids"][0] == tokenizer.mask_token_id).nonzero().flatten().tolist()
         if not masked:
@@ -199,6 +183,30 @@ def _one(task: str, model: Any, tokenizer: Any, item: Any) -> dict[str, Any]:
     scores = {names[i]: float(p) for i, p in enumerate(logits.softmax(-1))}
     label = max(scores, key=scores.get)
     return {"input": item, "label": label, "score": scores[label], "scores": scores}
+
+
+def _answer(model: Any, tokenizer: Any, item: Any) -> dict[str, Any]:
+    """The likeliest span of the context (as training windows put it: second, or first for
+    left-padding tokenizers), or ``""`` where no answer scores higher; its probability."""
+    import math
+
+    from ._metrics import best_span
+    from .data import cls_position
+
+    question, context = item
+    right = tokenizer.padding_side == "right"
+    batch = tokenizer(*((question, context) if right else (context, question)), truncation="only_second" if right
+                      else "only_first", return_offsets_mapping=True, return_tensors="pt")
+    offsets = batch.pop("offset_mapping")[0].tolist()
+    inside = [sequence == (1 if right else 0) for sequence in batch.sequence_ids(0)]
+    output = model(**batch.to(model.device))
+    start, end = output.start_logits[0].float(), output.end_logits[0].float()
+    ids = batch["input_ids"][0].tolist()
+    first, last, score, null = best_span(start.tolist(), end.tolist(), inside, cls_position(ids, tokenizer))
+    normal = float(start.logsumexp(-1) + end.logsumexp(-1))  # log of the softmax denominators
+    if first < 0 or null >= score:
+        return {"input": item, "answer": "", "score": math.exp(null - normal)}
+    return {"input": item, "answer": context[offsets[first][0] : offsets[last][1]], "score": math.exp(score - normal)}
 
 
 def read_inputs(path: str | Path, task: str) -> list[Any]:

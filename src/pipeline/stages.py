@@ -303,6 +303,27 @@ def collator(task: str, tokenizer: Any, model: Any, seed: int = 42) -> Any:
     return transformers.DataCollatorWithPadding(tokenizer)
 
 
+def scoring(spec: Spec, labels: data.Labels | None, rows: Any, encoded: Any) -> tuple[Any, dict[str, Any]]:
+    """An evaluation set (``encoded`` from ``rows``, with ``windows``) as the Trainer takes it: longest
+    first, so each batch pads little (our Trainer keeps this order); and the Trainer's arguments that
+    score it: the spec's ``metrics`` function, else the task's defaults."""
+    from ._metrics import Windows, default_metrics, predicted_ids
+    from .preflight import metrics_function
+
+    lengths = [len(ids) for ids in encoded["input_ids"]]
+    encoded = encoded.select(sorted(range(len(lengths)), key=lambda i: -lengths[i]))
+    windows = None
+    if "example" in encoded.column_names:  # question answering: answers are scored as text
+        contexts, answers = data.gold_answers(rows, spec)
+        windows = Windows(encoded["example"], encoded["cls"], encoded["offsets"], contexts, answers)
+        encoded = encoded.remove_columns(list(data.WINDOW_COLUMNS))
+    own = metrics_function(spec.metrics)
+    if own:
+        return encoded, {"compute_metrics": own}
+    return encoded, {"compute_metrics": default_metrics(spec.task, _problem(labels), windows),
+                     "preprocess_logits_for_metrics": predicted_ids(spec.task)}
+
+
 def _problem(labels: data.Labels | None) -> str | None:
     return labels.problem_type if labels else None
 
@@ -343,15 +364,17 @@ def train(run: Run) -> Run:
 
     Returns the run with the model in eval mode, its metrics and the log history.
     """
-    from ._metrics import default_metrics, perplexity
+    from ._metrics import perplexity
     from ._trainer import Arguments, StopOnSignal, Trainer, frozen_heap, quiet_progress
-    from .preflight import metrics_function
 
     if run.model is None:
         raise SpecError("train: the run has no model; put load (and adapt) before train in the chain")
     spec, maxlength = run.spec, _maxlength(run)
     train_set = data.encode(run.train_data, spec, run.tokenizer, maxlength, run.labels)
-    eval_set = data.encode(run.eval_data, spec, run.tokenizer, maxlength, run.labels) if run.eval_data else None
+    eval_set, scores = None, {}
+    if run.eval_data:
+        encoded = data.encode(run.eval_data, spec, run.tokenizer, maxlength, run.labels, windows=True)
+        eval_set, scores = scoring(spec, run.labels, run.eval_data, encoded)
     args = Arguments(**thaw(run.plan.training_args))
     existed = bool(args.output_dir) and Path(args.output_dir).exists()
     trainer_class, distilling = Trainer, {}
@@ -370,8 +393,8 @@ def train(run: Run) -> Run:
         eval_dataset=eval_set,
         processing_class=run.tokenizer,
         data_collator=_collator(run),
-        compute_metrics=metrics_function(spec.metrics) or default_metrics(spec.task, _problem(run.labels)),
         callbacks=[stop := StopOnSignal()],
+        **scores,
         **distilling,
     )
     quiet_progress(trainer)

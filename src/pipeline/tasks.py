@@ -11,9 +11,11 @@ from types import MappingProxyType
 __all__ = ["DEFAULT_METRICS", "DISTILLATION", "TASKS", "TaskRule", "saved_class"]
 
 DEFAULT_METRICS = {
-    "text-classification": "accuracy, macro_f1 (multi-label: micro_f1; regression: mse, pearson)",
+    "text-classification": "accuracy, macro_f1 (multi-label: micro_f1; regression: mse, pearson), with scikit-learn",
     "language-generation": "perplexity",
     "language-modeling": "perplexity (of the masked tokens)",
+    "question-answering": "exact_match, f1 (SQuAD's, per question over its windows; no answer counts)",
+    "sequence-sequence": "token_accuracy (target tokens predicted right, teacher-forced)",
 }
 """What evaluation reports besides the loss when the spec names no ``metrics`` function."""
 
