@@ -1,5 +1,6 @@
 """The `pipeline` command through its real entry point (a subprocess, as a user runs it)."""
 
+import csv
 import json
 import re
 import subprocess
@@ -160,6 +161,79 @@ def test_sweep_trains_the_grid_and_names_the_best(spec_file, tmp_path):
     assert (tmp_path / "sweep" / "results.md").read_text().startswith("| run | lora.r |")
     assert "best run by eval_loss" in out.stdout
     assert len([p for p in (tmp_path / "sweep").iterdir() if p.is_dir()]) == 4
+
+
+def test_a_random_sweep_draws_trials_from_ranges_and_plots_them(spec_file, tmp_path):
+    out = pipeline("sweep", spec_file, "--search", "random", "--trials", "3", "--seed", "1",
+                   "--range", "training.learning_rate=1e-3:1e-1:log", "--grid", "lora.r=2,4",
+                   "--output", tmp_path / "sweep", "--set", "training.num_train_epochs=1", "--metric", "eval_accuracy",
+                   "--maximize")
+    assert out.returncode == 0, out.stderr
+    rows = list(csv.DictReader((tmp_path / "sweep" / "results.csv").open()))
+    assert len(rows) == 3 and all(1e-3 <= float(r["training.learning_rate"]) <= 1e-1 for r in rows)
+    assert {r["lora.r"] for r in rows} <= {"2", "4"} and all("eval_accuracy" in r for r in rows)
+    assert (tmp_path / "sweep" / "sweep.png").read_bytes()[:4] == b"\x89PNG"
+    assert "best run by eval_accuracy" in out.stdout
+
+
+def test_an_optuna_sweep_prunes_trials_worse_than_the_median(spec_file, tmp_path):
+    out = pipeline("sweep", spec_file, "--search", "optuna", "--trials", "4", "--range",
+                   "training.learning_rate=1e-6:1e-1:log", "--output", tmp_path / "sweep",
+                   "--set", "training.eval_strategy=steps", "--set", "training.eval_steps=1", "--set",
+                   "training.max_steps=4")
+    assert out.returncode == 0, out.stderr
+    rows = list(csv.DictReader((tmp_path / "sweep" / "results.csv").open()))
+    assert len(rows) == 4 and {r["pruned"] for r in rows} <= {"True", "False"}
+    assert rows[0]["pruned"] == rows[1]["pruned"] == "False"  # the pruner waits for two trials
+    assert (tmp_path / "sweep" / "sweep.png").exists() and "best run by eval_loss" in out.stdout
+
+
+def test_a_metrics_module_beside_the_spec_file_is_found_from_anywhere(spec_file, tmp_path):
+    (tmp_path / "mymetrics.py").write_text("def share(prediction):\n    return {'share': 0.25}\n")
+    spec_file.write_text(spec_file.read_text() + "metrics: mymetrics:share\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    out = pipeline("train", spec_file, "-o", tmp_path / "run", "--set", "training.max_steps=1", cwd=elsewhere)
+    assert out.returncode == 0, out.stderr
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["eval_share"] == 0.25
+    saved = yaml.safe_load((tmp_path / "run" / "spec.yaml").read_text())["metrics"]
+    assert saved == f"{tmp_path / 'mymetrics.py'}:share"  # the run folder's spec finds it too
+
+
+def test_a_sweep_checks_its_metric_before_training(spec_file, tmp_path):
+    out = pipeline("sweep", spec_file, "--grid", "lora.r=2,4", "--metric", "eval_bleu", "--output", tmp_path / "s")
+    assert out.returncode == 2 and "--metric 'eval_bleu': runs of text-classification report" in out.stderr
+    assert "eval_accuracy" in out.stderr and not (tmp_path / "s").exists()
+    no_validation = tmp_path / "train-only.yaml"
+    no_validation.write_text(spec_file.read_text().replace("validation: test.jsonl\n", ""))
+    out = pipeline("sweep", no_validation, "--grid", "lora.r=2,4", "--metric", "eval_accuracy")
+    assert out.returncode == 2 and "eval_* metrics need validation data" in out.stderr
+    out = pipeline("sweep", spec_file, "--range", "lora.r=2:4")
+    assert out.returncode == 2 and "add --search random" in out.stderr
+
+
+def test_a_sweep_frees_each_trial_before_the_next_loads(spec_file, tmp_path, monkeypatch):
+    import gc
+
+    import torch
+    from typer.testing import CliRunner
+
+    from pipeline import cli, stages
+
+    alive = []
+
+    def counted(*args, **kwargs):
+        gc.collect()
+        alive.append(sum(isinstance(o, torch.nn.Module) and hasattr(o, "config") for o in gc.get_objects()))
+        return start(*args, **kwargs)
+
+    start = stages.start
+    monkeypatch.setattr(stages, "start", counted)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli.app, ["sweep", str(spec_file), "--grid", "lora.r=2,4,8", "-q",
+                                          "--set", "training.max_steps=1"])
+    assert result.exit_code == 0, result.output
+    assert alive[1] == alive[2] == alive[0], alive  # no model of an earlier trial alive when the next one starts
 
 
 def test_diff_shows_spec_and_plan_changes_across_hardware(spec_file, tmp_path):

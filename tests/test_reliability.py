@@ -50,6 +50,8 @@ def test_kill_9_mid_training_then_resume_gives_the_uninterrupted_weights(models,
     clean = fine_tune(start(checkpointing_spec(models, tmp_path / "clean"), CPU))
     for (name, a), (_, b) in zip(resumed.model.state_dict().items(), clean.model.state_dict().items()):
         assert torch.equal(a, b), name
+    # over all 40 steps, not only those after the checkpoint it resumed from
+    assert resumed.metrics["train_loss"] == pytest.approx(clean.metrics["train_loss"], rel=1e-5)
 
 
 def test_an_incomplete_checkpoint_is_skipped_on_resume(models, tmp_path):

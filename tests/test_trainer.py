@@ -4,7 +4,7 @@ import pytest
 import torch
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
-from pipeline._trainer import ShuffledBatches
+from pipeline._trainer import Pruning, ShuffledBatches
 
 
 @pytest.mark.parametrize("size", [640, 600])  # 600: a remainder batch of 8, which must come last
@@ -34,3 +34,20 @@ def test_small_sets_give_every_example_once_longest_batch_first_remainder_last(s
     assert lengths[shuffled[0]] == max(lengths)
     remainder = shuffled[size // 16 * 16 :]
     assert sorted(lengths[i] for i in remainder) == sorted(lengths)[: size % 16]
+
+
+def test_pruning_stops_a_trial_worse_than_the_median_of_earlier_ones_at_the_same_step():
+    import optuna
+    from transformers import TrainerControl, TrainerState
+
+    study = optuna.create_study(pruner=optuna.pruners.MedianPruner(n_startup_trials=2))
+    for loss in (1.0, 2.0):  # two finished trials, each evaluated at step 10
+        trial = study.ask()
+        trial.report(loss, 10)
+        study.tell(trial, loss)
+    state = TrainerState(global_step=10)
+    better, worse = Pruning(study.ask(), "eval_loss"), Pruning(study.ask(), "eval_loss")
+    for pruning, loss in ((better, 0.5), (worse, 3.0)):
+        control = TrainerControl()
+        pruning.on_evaluate(None, state, control, metrics={"eval_loss": loss, "epoch": 1.0})
+        assert pruning.pruned == control.should_training_stop == (pruning is worse)

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import json
 import logging
 import signal
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import torch
 import transformers
@@ -73,9 +75,39 @@ class ShuffledBatches(torch.utils.data.Sampler):
         return iter([index for b in order for index in batches[b]])
 
 
+LOSS_FILE = "pipeline_loss.json"
+"""In each checkpoint: the sum of the step losses up to it, so a resumed run reports ``train_loss`` over
+all its steps (the Trainer's covers only the steps since it resumed)."""
+
+
 class Trainer(transformers.Trainer):
-    """The `Trainer`, with length-grouped batches in shuffled order (`ShuffledBatches`), and evaluation
-    in the set's order."""
+    """The `Trainer`, with length-grouped batches in shuffled order (`ShuffledBatches`), evaluation in
+    the set's order, and ``train_loss`` over the whole run when it resumes from a checkpoint."""
+
+    earlier = (0, 0.0)
+    """(step, sum of step losses) of the checkpoint this session resumed from."""
+
+    def train(self, resume_from_checkpoint=None, **kwargs):
+        self.earlier = (0, 0.0)
+        if isinstance(resume_from_checkpoint, str):
+            try:
+                saved = json.loads((Path(resume_from_checkpoint) / LOSS_FILE).read_text())
+                self.earlier = (int(saved["step"]), float(saved["loss_sum"]))
+            except (OSError, ValueError, KeyError):
+                log.info("%s has no loss record: train_loss covers the resumed steps only", resume_from_checkpoint)
+        result = super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+        step, total = self.earlier
+        if not step or result.global_step <= step:
+            return result
+        whole = (total + result.training_loss * (result.global_step - step)) / result.global_step
+        return transformers.trainer_utils.TrainOutput(result.global_step, whole, {**result.metrics, "train_loss": whole})
+
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        folder = Path(self._get_output_dir(trial)) / f"checkpoint-{self.state.global_step}"
+        if self.args.should_save and folder.is_dir():
+            total = self.earlier[1] + self._total_loss_scalar + float(self._tr_loss)
+            (folder / LOSS_FILE).write_text(json.dumps({"step": self.state.global_step, "loss_sum": total}))
 
     def _get_train_sampler(self, train_dataset=None):
         sampler = super()._get_train_sampler(train_dataset)
@@ -141,6 +173,20 @@ def quiet_progress(trainer: transformers.Trainer) -> None:
 
     if trainer.pop_callback(ProgressCallback) or trainer.pop_callback(PrinterCallback):  # either prints dicts
         trainer.add_callback(Progress(bars=not trainer.args.disable_tqdm))
+
+
+class Pruning(transformers.TrainerCallback):
+    """Reports each evaluation's ``metric`` to an Optuna trial and stops training when the study's
+    pruner finds the trial doing worse than earlier trials had at the same step."""
+
+    def __init__(self, trial, metric: str):
+        self.trial, self.metric, self.pruned = trial, metric, False
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if metrics and self.metric in metrics and not self.pruned:
+            self.trial.report(float(metrics[self.metric]), state.global_step)
+            if self.trial.should_prune():
+                self.pruned = control.should_training_stop = True
 
 
 class StopOnSignal(transformers.TrainerCallback):

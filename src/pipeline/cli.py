@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import hashlib
-import itertools
 import json
 import logging
 import os
@@ -58,14 +57,31 @@ def _machine(name: str) -> Hardware:
     return detect() if name == "detect" else profile(name)
 
 
-def _table(rows: list[tuple[str, ...]], header: tuple[str, ...] | None = None) -> str:
-    """Rows as aligned text columns."""
-    rows = [header, *rows] if header else rows
-    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(str(cell).ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
-    if header:
-        lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+def _table(rows: list[tuple[Any, ...]], header: tuple[str, ...]) -> str:
+    """Rows as a rich table: a header rule, numbers right-aligned, no wrapping or cutting (a wide table
+    stays one line a row in a file or a pipe), bold headers on a terminal only."""
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    def number(cell: Any) -> bool:
+        try:
+            float(str(cell))
+        except ValueError:
+            return False
+        return True
+
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold")
+    for i, name in enumerate(header):
+        cells = [row[i] for row in rows]
+        table.add_column(name, justify="right" if cells and all(number(c) for c in cells) else "left", no_wrap=True)
+    for row in rows:
+        table.add_row(*(str(cell) for cell in row))
+    terminal = sys.stdout.isatty()
+    console = Console(width=None if terminal else 100_000, force_terminal=terminal, soft_wrap=False)
+    with console.capture() as captured:
+        console.print(table)
+    return "\n".join(line.rstrip() for line in captured.get().splitlines() if line.strip())
 
 
 def _number(value: Any) -> str:
@@ -101,7 +117,8 @@ def schema() -> None:
 
 
 def _train(
-    spec: Spec, hardware: Hardware, force: bool, output: Path | None = None, parent: Path | None = None
+    spec: Spec, hardware: Hardware, force: bool, output: Path | None = None, parent: Path | None = None,
+    callbacks: tuple[Any, ...] = (),
 ) -> tuple[str, Path, Any]:
     """Train one spec into its run folder: ``output``, else ``parent/<run id>`` (a sweep's runs),
     else the spec's ``output_dir``, else ``runs/<run id>``. Returns (run id, folder, finished run).
@@ -129,7 +146,7 @@ def _train(
             typer.echo(f"note: {folder} holds {saved[-1].name} of this run; add --set checkpoint=true to resume "
                        "from it (this run starts over)", err=True)
     with contextlib.redirect_stdout(sys.stderr):  # the Trainer's progress; stdout carries the results
-        run = fine_tune(start(spec, hardware))
+        run = fine_tune(start(spec, hardware, callbacks))
     if _main_process():
         write_run(folder, identity, run)
     return identity, folder, run
@@ -189,10 +206,22 @@ def _grid(grids: list[str]) -> dict[str, list[Any]]:
     return parsed
 
 
+class Search(str, Enum):
+    grid = "grid"
+    random = "random"
+    optuna = "optuna"
+
+
 @app.command()
 def sweep(
     spec: SpecPath,
-    grid: Annotated[list[str], typer.Option("--grid", "-g", help="key=v1,v2: one axis of the grid")],
+    grid: Annotated[list[str] | None, typer.Option("--grid", "-g", help="key=v1,v2: values to try for a field")] = None,
+    ranges: Annotated[
+        list[str] | None, typer.Option("--range", "-r", help="key=low:high[:log]: a range to draw from (random, optuna)")
+    ] = None,
+    search: Annotated[Search, typer.Option(help="every --grid combination, random draws, or Optuna's TPE")] = Search.grid,
+    trials: Annotated[int, typer.Option(min=1, help="trials for random and optuna searches")] = 10,
+    seed: Annotated[int, typer.Option(help="seed of the random and optuna searches")] = 0,
     settings: Settings = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="sweep folder")] = None,
     metric: Annotated[str | None, typer.Option(help="metric that picks the best run (default eval_loss)")] = None,
@@ -201,30 +230,105 @@ def sweep(
     quiet: Quiet = False,
     verbose: Verbose = False,
 ) -> None:
-    """Train every combination of the grid; write a results table (CSV, Markdown) and name the best run."""
+    """Train variants of a spec: every --grid combination, or --trials drawn at random or suggested by Optuna
+    (which stops trials doing worse than earlier ones at an evaluation). Writes the results (CSV, Markdown),
+    sweep.png (the metric against each swept value) and names the best run."""
+    from .search import grid as combinations
+    from .search import parse_range, random_trials
+
     _logging(quiet, verbose)
-    axes = _grid(grid)
+    choices = _grid(grid or [])
+    drawn = dict(parse_range(r) for r in ranges or [])
+    if not choices and not drawn:
+        raise SpecError("sweep: nothing to vary; give --grid key=v1,v2 or (with --search random/optuna) --range key=low:high")
+    if drawn and search is Search.grid:
+        raise SpecError("--range draws values: add --search random or --search optuna (a grid takes --grid values)")
     base = parse_settings(settings or [])
-    specs = [load_spec(spec, {**base, **dict(zip(axes, combo))}) for combo in itertools.product(*axes.values())]
-    key = hashlib.sha256(json.dumps([str(spec), base, axes], default=str).encode()).hexdigest()[:8]
+    metric = _sweep_metric(load_spec(spec, base), metric)  # before anything trains
+    key = hashlib.sha256(json.dumps([str(spec), base, choices, search, str(ranges), trials, seed],
+                                    default=str).encode()).hexdigest()[:8]
     folder = output or Path("runs") / f"sweep-{key}"
     hardware = detect()
-    rows = []
-    for combo, one in zip(itertools.product(*axes.values()), specs):
+    rows: list[dict[str, Any]] = []
+
+    def trial(values: dict[str, Any], callbacks: tuple[Any, ...] = ()) -> dict[str, Any]:
         started = time.perf_counter()
-        identity, _, run = _train(one, hardware, force, parent=folder)
-        rows.append({"run": identity, **dict(zip(axes, combo)), **_final(run.metrics),
-                     "seconds": round(time.perf_counter() - started, 1)})
+        identity, metrics = _trained(load_spec(spec, {**base, **values}), hardware, force, folder, callbacks)
+        rows.append({"run": identity, **values, **_final(metrics), "seconds": round(time.perf_counter() - started, 1)})
+        return rows[-1]
+
+    if search is Search.optuna:
+        _optuna(trial, choices, drawn, trials, seed, metric, maximize)
+    else:
+        for values in combinations(choices) if search is Search.grid else random_trials(choices, drawn, trials, seed):
+            trial(values)
     if not _main_process():
         return
-    metric = metric or ("eval_loss" if all("eval_loss" in r for r in rows) else "train_loss")
+    from .runs import plot_sweep
+
     _write_results(folder, rows)
-    typer.echo(_table([tuple(_number(v) for v in r.values()) for r in rows], tuple(rows[0])))
-    scored = [r for r in rows if metric in r]
+    plot_sweep(rows, [*choices, *drawn], metric, folder / "sweep.png", log={k for k, r in drawn.items() if r.log})
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    typer.echo(_table([tuple(_number(r.get(c, "")) for c in columns) for r in rows], tuple(columns)))
+    scored = [r for r in rows if metric in r and not r.get("pruned")]
     if not scored:
         raise SpecError(f"--metric: no run reported {metric!r} (they reported {sorted(rows[0])})")
     best = (max if maximize else min)(scored, key=lambda r: r[metric])
-    typer.echo(f"\nbest run by {metric}: {best['run']} ({_number(best[metric])}); results in {folder}")
+    typer.echo(f"\nbest run by {metric}: {best['run']} ({_number(best[metric])}); results and sweep.png in {folder}")
+
+
+def _sweep_metric(spec: Spec, metric: str | None) -> str:
+    """The metric that ranks the trials (default ``eval_loss``, ``train_loss`` without validation data),
+    checked against what the runs will report."""
+    from .tasks import reported_metrics
+
+    found = reported_metrics(spec.task, spec.validation is not None, spec.metrics is not None)
+    metric = metric or ("eval_loss" if spec.validation is not None else "train_loss")
+    if found is not None and metric not in found:
+        hint = "" if spec.validation is not None else "; eval_* metrics need validation data (the spec's validation)"
+        raise SpecError(f"--metric {metric!r}: runs of {spec.task} report {', '.join(sorted(found))}{hint}")
+    return metric
+
+
+def _trained(
+    spec: Spec, hardware: Hardware, force: bool, parent: Path, callbacks: tuple[Any, ...]
+) -> tuple[str, dict[str, Any]]:
+    """One trial: its run id and final metrics. The model is gone when this returns, before the next loads."""
+    import gc
+
+    identity, _, run = _train(spec, hardware, force, parent=parent, callbacks=callbacks)
+    metrics = dict(run.metrics)
+    del run
+    gc.collect()
+    return identity, metrics
+
+
+def _optuna(trial: Any, choices: dict[str, list[Any]], drawn: dict[str, Any], trials: int, seed: int, metric: str,
+            maximize: bool) -> None:
+    """Optuna's TPE sampler suggests each trial from the ones before; its median pruner stops a trial
+    whose metric at an evaluation is worse than the median of earlier trials at that step."""
+    try:
+        import optuna
+    except ImportError:
+        raise SpecError("--search optuna needs Optuna: pip install 'pipeline[sweep]' (or optuna)") from None
+    from ._trainer import Pruning
+    from .search import suggest
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize" if maximize else "minimize",
+                                sampler=optuna.samplers.TPESampler(seed=seed),
+                                pruner=optuna.pruners.MedianPruner(n_startup_trials=2))
+    for _ in range(trials):
+        asked = study.ask()
+        pruning = Pruning(asked, metric)
+        row = trial(suggest(asked, choices, drawn), (pruning,))
+        row["pruned"] = pruning.pruned
+        if pruning.pruned:
+            study.tell(asked, state=optuna.trial.TrialState.PRUNED)
+        elif metric in row:
+            study.tell(asked, row[metric])
+        else:
+            study.tell(asked, state=optuna.trial.TrialState.FAIL)
 
 
 def _final(metrics: Any) -> dict[str, Any]:

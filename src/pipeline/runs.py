@@ -124,23 +124,55 @@ def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix.rstrip("."): value}
 
 
-def plot_losses(history: list[dict[str, Any]], path: Path, title: str) -> None:
-    """Train and eval loss over steps, as a PNG."""
+def _pyplot() -> Any:
     import matplotlib
 
-    matplotlib.use("Agg")
+    matplotlib.use("Agg")  # files only, no window
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def plot_sweep(rows: list[dict[str, Any]], keys: list[str], metric: str, path: Path, log: set[str] = frozenset()) -> None:
+    """A sweep's ``metric`` against each swept value, one panel a key, as a PNG; pruned trials hollow."""
+    plt = _pyplot()
+    figure, panels = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.5), dpi=100, squeeze=False)
+    for key, axes in zip(keys, panels[0]):
+        for pruned in (False, True):
+            points = [(r[key], r[metric]) for r in rows if metric in r and bool(r.get("pruned")) == pruned]
+            if not points:
+                continue
+            values, scores = zip(*points)
+            numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+            axes.scatter(values if numeric else [str(v) for v in values], scores,
+                         facecolors="none" if pruned else None, edgecolors="C0", label="pruned" if pruned else None)
+        if key in log:
+            axes.set_xscale("log")
+        _tidy(axes, xlabel=key, ylabel=metric)
+    _save(plt, figure, path)
+
+
+def plot_losses(history: list[dict[str, Any]], path: Path, title: str) -> None:
+    """Train and eval loss over steps, as a PNG."""
+    plt = _pyplot()
     figure, axes = plt.subplots(figsize=(6, 3.5), dpi=100)
     for key, label in (("loss", "train loss"), ("eval_loss", "eval loss")):
         points = [(e["step"], e[key]) for e in history if key in e and "step" in e]
         if points:
             steps, losses = zip(*points)
             axes.plot(steps, losses, marker="o" if len(points) < 30 else None, label=label)
-    axes.set(xlabel="step", ylabel="loss", title=title)
+    _tidy(axes, xlabel="step", ylabel="loss", title=title)
+    _save(plt, figure, path)
+
+
+def _tidy(axes: Any, **labels: str) -> None:
+    axes.set(**labels)
     axes.grid(alpha=0.3)
     if axes.get_legend_handles_labels()[0]:
         axes.legend()
+
+
+def _save(plt: Any, figure: Any, path: Path) -> None:
     figure.tight_layout()
     figure.savefig(path)
     plt.close(figure)

@@ -11,6 +11,7 @@ import copy
 import json
 import logging
 import os
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -77,14 +78,17 @@ class Run:
     log_history: tuple[FrozenDict, ...] = ()
     teacher: Any = None
     """The frozen teacher model when the spec distills (``spec.teacher``)."""
+    callbacks: tuple[Any, ...] = ()
+    """`transformers.TrainerCallback` objects `train` adds to the Trainer's (a sweep's pruning, your own)."""
 
 
-def start(spec: Spec, hardware: Hardware | None = None) -> Run:
-    """A `Run` for ``spec``, planned for ``hardware`` (default: this machine, via `detect`)."""
+def start(spec: Spec, hardware: Hardware | None = None, callbacks: tuple[Any, ...] = ()) -> Run:
+    """A `Run` for ``spec``, planned for ``hardware`` (default: this machine, via `detect`), with Trainer
+    ``callbacks`` of your own."""
     from .files import planned
 
     hardware = hardware if hardware is not None else detect()
-    return Run(spec=spec, hardware=hardware, plan=planned(spec, hardware))
+    return Run(spec=spec, hardware=hardware, plan=planned(spec, hardware), callbacks=tuple(callbacks))
 
 
 def _seed(run: Run) -> int:
@@ -254,8 +258,10 @@ def adapt(run: Run) -> Run:
 
         from ._lora import lean_dropout
 
-        # A LoraConfig each: peft writes the base model's path into it.
-        model = _each(model, lambda part: get_peft_model(part, LoraConfig(**thaw(run.plan.lora))))
+        with warnings.catch_warnings():  # peft reads a property transformers 5 deprecates: not the user's to fix
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
+            # A LoraConfig each: peft writes the base model's path into it.
+            model = _each(model, lambda part: get_peft_model(part, LoraConfig(**thaw(run.plan.lora))))
         for part in _parts(model):
             lean_dropout(part)  # no dropped-out copies of each adapted layer's input kept for backward
     parameters = _count(model)
@@ -393,7 +399,7 @@ def train(run: Run) -> Run:
         eval_dataset=eval_set,
         processing_class=run.tokenizer,
         data_collator=_collator(run),
-        callbacks=[stop := StopOnSignal()],
+        callbacks=[stop := StopOnSignal(), *run.callbacks],
         **scores,
         **distilling,
     )

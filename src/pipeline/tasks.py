@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from types import MappingProxyType
 
-__all__ = ["DEFAULT_METRICS", "DISTILLATION", "TASKS", "TaskRule", "saved_class"]
+__all__ = ["DEFAULT_METRICS", "DISTILLATION", "METRIC_NAMES", "TASKS", "TaskRule", "reported_metrics", "saved_class"]
 
 DEFAULT_METRICS = {
     "text-classification": "accuracy, macro_f1 (multi-label: micro_f1; regression: mse, pearson), with scikit-learn",
@@ -18,6 +18,28 @@ DEFAULT_METRICS = {
     "sequence-sequence": "token_accuracy (target tokens predicted right, teacher-forced)",
 }
 """What evaluation reports besides the loss when the spec names no ``metrics`` function."""
+
+METRIC_NAMES = {
+    "text-classification": ("accuracy", "macro_f1", "micro_f1", "mse", "pearson"),
+    "language-generation": ("perplexity",),
+    "language-modeling": ("perplexity",),
+    "question-answering": ("exact_match", "f1"),
+    "sequence-sequence": ("token_accuracy",),
+    "token-detection": (),
+}
+"""The names `DEFAULT_METRICS` reports (classification: which of them depends on the labels)."""
+
+
+def reported_metrics(task: str, validation: bool, own_metrics: bool) -> frozenset[str] | None:
+    """The final metrics a run can report, known before it trains: ``train_loss``, and with validation
+    data ``eval_loss`` and the task's ``eval_*`` metrics. ``None`` when a ``metrics`` function of the
+    user's names its own."""
+    if own_metrics and validation:
+        return None
+    found = {"train_loss"}
+    if validation:
+        found |= {"eval_loss", *(f"eval_{name}" for name in METRIC_NAMES[task])}
+    return frozenset(found)
 
 DISTILLATION = {
     "text-classification": "KL of softmax(logits/T) per example (multi-label: KL of sigmoid(logits/T) per label; "
