@@ -102,10 +102,19 @@ def test_seed_lora_defaults_exactly():
     assert p.task_type == "SEQ_CLS"
 
 
-def test_lora_dict_replaces_defaults_and_says_so():
+def test_lora_dict_replaces_defaults_and_says_what_it_leaves_out():
     p = plan(spec(lora={"r": 4}), CPU)
     assert dict(p.lora) == {"r": 4, "task_type": "SEQ_CLS"}
-    assert any("replaces the seed defaults" in n for n in p.notes)
+    assert any("leaves out the seed's lora_alpha, target_modules, lora_dropout, bias" in n for n in p.notes)
+
+
+def test_a_dotted_lora_setting_keeps_the_seed_defaults_and_their_origin():
+    from pipeline.specs import LORA_DEFAULTS
+
+    p = plan(spec(lora={**LORA_DEFAULTS, "r": 8}), CPU)  # what `--set lora.r=8` gives inside `lora: true`
+    assert p.provenance["lora.r"].source == "user"
+    assert {p.provenance[f"lora.{k}"].source for k in LORA_DEFAULTS if k != "r"} == {"seed"}
+    assert not any(n.startswith("lora:") for n in p.notes)
 
 
 def test_user_lora_task_type_wins():
@@ -275,3 +284,15 @@ def test_spec_round_trips_through_model_dump(s):
     assert Spec.model_validate(s.model_dump()) == s
     assert Spec.model_validate_json(s.model_dump_json()) == s
     assert evolve(s) == s
+
+
+def test_the_plan_table_keeps_long_values_whole_and_origins_in_one_column():
+    lines = str(plan(spec(), CPU)).splitlines()
+    at = next(i for i, line in enumerate(lines) if line.split()[0] == "metrics")
+    assert lines[at].endswith("regression: mse, pearson), with scikit-learn")  # whole, not cut or wrapped
+    column = lines[at + 1].index("task: on validation data")
+    assert lines[at + 1][:column].strip() == ""
+    dtype = next(line for line in lines if line.split()[0] == "dtype")
+    assert dtype.index("pipeline:") == column
+    output_dir = next(line for line in lines if line.split()[0] == "training_args.output_dir")
+    assert "`pipeline train` saves to --output or runs/<run id>" in output_dir

@@ -73,6 +73,11 @@ def training_kwargs(spec: Spec, hardware: Hardware) -> Derived:
         layers.append(("hardware", f"{hardware.processes} training processes (DDP)", distributed))
     layers.append(("user", "training", spec.training))
     kwargs, origins = _layered(*layers)
+    if not kwargs.get("output_dir"):
+        origins["output_dir"] = Origin(
+            source=origins["output_dir"].source,
+            reason="nothing saved from Python; `pipeline train` saves to --output or runs/<run id>",
+        )
 
     where = f"this machine ({hardware.name})"
     hardware_problems = []
@@ -153,6 +158,9 @@ def quantization_kwargs(spec: Spec, hardware: Hardware) -> tuple[dict[str, Any] 
     return kwargs, origins, notes
 
 
+TASK_TYPE_REASON = "peft's task type for {task} (which head it trains in full)"
+
+
 def lora_kwargs(spec: Spec) -> tuple[dict[str, Any] | None, dict[str, Origin], list[str]]:
     """`LoraConfig` kwargs, or ``None``: seed defaults for ``True``, the user's dict otherwise.
 
@@ -161,17 +169,21 @@ def lora_kwargs(spec: Spec) -> tuple[dict[str, Any] | None, dict[str, Origin], l
     if spec.lora in (None, False):  # an empty dict is LoRA with LoraConfig's own defaults
         return None, {}, []
     notes = []
-    if spec.lora is True:
-        first: Layer = ("seed", "seed default", LORA_DEFAULTS)
-    else:
-        first = ("user", "lora", spec.lora)
-        notes.append("lora: your dict replaces the seed defaults; LoraConfig's own defaults fill the rest")
+    given = LORA_DEFAULTS if spec.lora is True else spec.lora
+    seeded = {k: v for k, v in LORA_DEFAULTS.items() if k in given and given[k] == v}
+    left_out = [k for k in LORA_DEFAULTS if k not in given]
+    if left_out:
+        notes.append(f"lora: your dict leaves out the seed's {', '.join(left_out)}; LoraConfig's own defaults fill "
+                     "them (a dotted --set lora.KEY=VALUE keeps the seed's)")
     rule = TASKS[spec.task]
-    task: dict[str, Any] = {"task_type": rule.lora_task}
-    if rule.lora_exclude and first[2].get("target_modules") == "all-linear":
-        task["exclude_modules"] = rule.lora_exclude
+    excluded = {"exclude_modules": rule.lora_exclude} if rule.lora_exclude and given.get("target_modules") == "all-linear" else {}
     # The task fills in only what the user left out.
-    kwargs, origins = _layered(("task", f"{spec.task} adapts as", task), first)
+    kwargs, origins = _layered(
+        ("task", TASK_TYPE_REASON.format(task=spec.task), {"task_type": rule.lora_task}),
+        ("task", "peft trains this head in full, so all-linear must skip it", excluded),
+        ("seed", "seed default", seeded),
+        ("user", "lora", {k: v for k, v in given.items() if k not in seeded}),
+    )
     return kwargs, origins, notes
 
 
@@ -189,6 +201,10 @@ def _ignored(spec: Spec) -> list[str]:
         for field, used in uses.items()
         if field in spec.model_fields_set and not used
     ]
+
+
+VALUE_WIDTH = 40
+"""The plan table's value column; a longer value takes its line whole, its origin goes below."""
 
 
 class Plan(Frozen):
@@ -239,9 +255,14 @@ class Plan(Frozen):
                 origin = self.provenance[f"{section}.{key}"]
                 rows.append((f"{section}.{key}", repr(values[key]), f"{origin.source}: {origin.reason}"))
         width = max(len(name) for name, _, _ in rows)
-        value_width = min(max(len(value) for _, value, _ in rows), 40)
+        value_width = min(max(len(value) for _, value, _ in rows), VALUE_WIDTH)
         lines = [f"plan for {self.hardware.name}"]
-        lines += [f"  {name:<{width}}  {value:<{value_width}}  {why}".rstrip() for name, value, why in rows]
+        for name, value, why in rows:
+            if len(value) <= value_width:
+                lines.append(f"  {name:<{width}}  {value:<{value_width}}  {why}".rstrip())
+            else:  # whole (a path stays one piece), its origin on the next line, in the origins' column
+                lines.append(f"  {name:<{width}}  {value}")
+                lines.append(f"  {'':<{width}}  {'':<{value_width}}  {why}".rstrip())
         lines += self.memory.lines() if self.memory else ["memory  no estimate (the model's config.json was not read)"]
         lines += ["notes:"] + [f"  - {note}" for note in self.notes] if self.notes else []
         return "\n".join(lines)
@@ -274,7 +295,7 @@ def plan(
         kind = HardwareError if all(isinstance(e, HardwareError) for e in errors) else SpecError
         raise kind([p for e in errors for p in e.problems])
 
-    provenance = {"task_type": Origin(source="task", reason=f"{spec.task} adapts as")}
+    provenance = {"task_type": Origin(source="task", reason=TASK_TYPE_REASON.format(task=spec.task))}
     notes: list[str] = []
     for name, (kwargs, origins, section_notes) in results.items():
         provenance |= {f"{name}.{key}": origin for key, origin in origins.items()}

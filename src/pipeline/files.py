@@ -24,6 +24,20 @@ def _resolve(value: Any, folder: Path, always: bool) -> Any:
     return os.path.abspath(candidate) if always or candidate.exists() else value
 
 
+def _module_beside(metrics: str, folder: Path) -> str:
+    """``"module:function"`` naming a module file beside the spec file (``module.py``, or
+    ``package/module.py`` for ``package.module``), or ``"file.py:function"``, as that file's absolute
+    path: found without ``PYTHONPATH``, from any working folder, and from the run folder's copy of
+    the spec. Other modules are imported as usual."""
+    module, sep, name = metrics.rpartition(":")
+    if not sep:
+        return metrics
+    if module.endswith(".py"):  # a file already: relative to the spec file
+        return f"{os.path.abspath(folder / module)}:{name}"
+    candidate = folder / (module.replace(".", "/") + ".py")
+    return f"{os.path.abspath(candidate)}:{name}" if candidate.is_file() else metrics
+
+
 def _yaml(text: str) -> Any:
     """YAML with YAML 1.2 floats: ``1e-3`` is a number (PyYAML's 1.1 rules make it a string)."""
     import re
@@ -102,6 +116,8 @@ def load_spec(path: str | Path, settings: dict[str, Any] | None = None) -> Spec:
     for field in ("base", "generator", "teacher", "checkpoint", *PATH_FIELDS):
         if field in data:
             data[field] = _resolve(data[field], folder, always=field in PATH_FIELDS)
+    if isinstance(data.get("metrics"), str):
+        data["metrics"] = _module_beside(data["metrics"], folder)
     try:
         return Spec.model_validate(data)
     except SpecError as e:

@@ -169,14 +169,24 @@ def positions(config: Any) -> int | None:
 
 
 def metrics_function(metrics: Any) -> Any:
-    """The ``compute_metrics`` callable, imported when given as ``"module:name"``."""
+    """The ``compute_metrics`` callable, imported when given as ``"module:name"`` or ``"path/file.py:name"``
+    (spec files give a module beside them as its file: `files.load_spec`)."""
     if not isinstance(metrics, str):
         return metrics
     import importlib
+    import importlib.util
 
-    module, _, name = metrics.partition(":")
+    module, _, name = metrics.rpartition(":")
     try:
-        return getattr(importlib.import_module(module), name)
+        if module.endswith(".py"):
+            found = importlib.util.spec_from_file_location(Path(module).stem, module)
+            if found is None or not Path(module).is_file():
+                raise ImportError(f"no file {module}")
+            loaded = importlib.util.module_from_spec(found)
+            found.loader.exec_module(loaded)
+        else:
+            loaded = importlib.import_module(module)
+        return getattr(loaded, name)
     except (ImportError, AttributeError, ValueError) as e:
         raise SpecError(f"metrics: cannot import {metrics!r} ({e}); give it as 'module:function'") from None
 
