@@ -283,3 +283,34 @@ def test_a_folder_of_other_files_is_not_trained_into_without_force(spec_file, tm
     forced = pipeline("train", spec_file, "-o", out, "--set", "training.max_steps=1", "--force")
     assert forced.returncode == 0, forced.stderr[-2000:]
     assert (out / "notes.txt").read_text() == "mine" and (out / "run.json").is_file()
+
+
+def test_on_a_terminal_train_draws_one_bar_with_the_loss_and_no_dicts(spec_file, tmp_path):
+    """stderr a real terminal (a pty, 120 columns): redrawn bars, the loss in the training bar's postfix."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import termios
+
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    process = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "train", str(spec_file), "-o", str(tmp_path / "r")],
+                               stdout=subprocess.PIPE, stderr=follower, cwd=tmp_path)
+    os.close(follower)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        shown += chunk
+    assert process.wait() == 0, shown.decode(errors="replace")
+    os.close(leader)
+    text = shown.decode(errors="replace")
+    assert "\r" in text and "%|" in text  # bars, redrawn in place
+    assert "loss=" in text and "lr=" in text  # the latest loss and learning rate in the bar
+    assert "{'loss'" not in text and "{'eval_loss'" not in text
+    assert "trainable params: " in text and "LOAD REPORT" not in text

@@ -124,6 +124,23 @@ def test_an_unanswerable_question_predicts_no_answer_after_training(models):
     assert sum(p["answer"] == (row["answers"] or "") for p, row in zip(said, held_out)) >= 36
 
 
+def test_the_python_api_says_only_what_is_ours(models, tmp_path):
+    """A fresh process (bitsandbytes says its kernel notice on import): the trainable-parameter notice, and
+    none of the library notices a user cannot act on."""
+    import subprocess
+    import sys
+
+    script = (f"from pipeline import Hardware, Spec, fine_tune, start; from pipeline.testing import sentiment\n"
+              f"fine_tune(start(Spec(base={models['bert']!r}, train=sentiment(16), lora=True, quantize=True, "
+              f"quantize_on_cpu=True, training={{'max_steps': 1, 'output_dir': 'out'}}), Hardware()))\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "trainable params: " in done.stderr and "{'loss'" not in done.stderr
+    for noise in ("LOAD REPORT", "gemm_4bit_forward", "FutureWarning", "Loading weights", "Writing model shards"):
+        assert noise not in done.stderr, (noise, done.stderr)
+    assert (tmp_path / "out" / "adapter_config.json").exists()
+
+
 def test_qlora_on_a_cpu_end_to_end(models):
     """4-bit load ▸ k-bit preparation ▸ LoRA ▸ train, for real with bitsandbytes on the CPU."""
     spec = Spec(base=models["bert"], train=sentiment(160), validation=sentiment(48, 1), maxlength=32,

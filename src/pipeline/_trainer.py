@@ -149,7 +149,7 @@ class Progress(transformers.trainer_callback.ProgressCallback):
     def on_prediction_step(self, args, state, control, eval_dataloader=None, **kwargs):
         if not self.bars:
             return
-        if state.is_world_process_zero and self.prediction_bar is None and self.training_bar is not None:
+        if state.is_world_process_zero and self.prediction_bar is None:  # during training or after: goes away
             from tqdm.auto import tqdm
 
             total = len(eval_dataloader) if eval_dataloader is not None and hasattr(eval_dataloader, "__len__") else None

@@ -163,8 +163,8 @@ Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="also the Trainer
 
 def _logging(quiet: bool = False, verbose: bool = False) -> None:
     """Our notices at INFO (``-v``: the Trainer's log lines too; ``-q``: warnings only). Progress bars only on a
-    terminal: a log file gets lines, not redrawn bars. Library notices a user cannot act on are hidden
-    (bitsandbytes' missing optional kernels, transformers' load report of the new head, deprecation warnings)."""
+    terminal: a log file gets lines, not redrawn bars. Deprecation warnings from the libraries are hidden (the stages
+    hide the other library notices a user cannot act on: `_hush`)."""
     import warnings
 
     if quiet or not sys.stderr.isatty():
@@ -174,10 +174,6 @@ def _logging(quiet: bool = False, verbose: bool = False) -> None:
     level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
     logging.getLogger("pipeline").setLevel(level)
     logging.getLogger("pipeline.notice").setLevel(logging.WARNING if quiet else logging.INFO)
-    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
-    logging.getLogger("transformers.modeling_utils").addFilter(
-        lambda record: "LOAD REPORT" not in record.getMessage()  # a new head is reported MISSING: it is meant to be
-    )
     warnings.filterwarnings("ignore", category=FutureWarning)
 
 

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ._hush import hushed
 from .errors import SpecError
 from .tasks import TASKS, saved_class
 
@@ -103,6 +104,7 @@ def _labels(config: Any, dataset: Any, spec: Any, found: list[str]) -> tuple[Any
     return Labels(config.num_labels, classes=tuple(names) if named else None), dataset
 
 
+@hushed()
 def _model(run: Any, task: str | None) -> tuple[Any, Any, str]:
     if hasattr(run, "model") and hasattr(run, "spec"):
         model = run.model.discriminator if run.spec.task == "token-detection" else run.model
@@ -146,8 +148,6 @@ def _spec_document(folder: str | Path) -> dict[str, Any]:
 
 
 def _one(task: str, model: Any, tokenizer: Any, item: Any) -> dict[str, Any]:
-    import torch
-
     if task == "question-answering":
         return _answer(model, tokenizer, item)
     texts = tuple(item) if isinstance(item, (list, tuple)) else (item,)

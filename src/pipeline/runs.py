@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ._frozen import thaw
+from ._hush import hushed
 from .derive import Plan
 from .errors import SpecError
 from .specs import Spec, _kind
@@ -207,6 +208,7 @@ def is_adapter(folder: str | Path) -> bool:
     return (Path(folder) / "adapter_config.json").is_file()
 
 
+@hushed()
 def merged(source: str | Path, **kwargs: Any) -> Any:
     """The adapter in ``source`` merged into its base, reloaded unquantized: a plain transformers model.
 

@@ -11,7 +11,6 @@ import copy
 import json
 import logging
 import os
-import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from toolz import compose_left
 from . import _cpu as cpu
 from . import _disk as disk
 from . import data
+from ._hush import hushed
 from ._frozen import FrozenDict, thaw
 from .derive import Plan
 from .errors import Interrupted, SpecError
@@ -95,6 +95,7 @@ def _seed(run: Run) -> int:
     return run.plan.training_args.get("seed", 42)
 
 
+@hushed()
 def load(run: Run | Spec) -> Run:
     """Check and read the data, seed, then load the tokenizer and the model (4-bit when the plan says).
 
@@ -227,6 +228,7 @@ def _each(model: Any, change: Any) -> Any:
     return change(model)
 
 
+@hushed()
 def quantize(run: Run) -> Run:
     """Prepare a 4/8-bit model for training (k-bit preparation); identity when not quantized.
 
@@ -250,6 +252,7 @@ def quantize(run: Run) -> Run:
     return run
 
 
+@hushed()
 def adapt(run: Run) -> Run:
     """Wrap the model with LoRA adapters from the plan; count trainable parameters either way."""
     model = run.model
@@ -258,10 +261,8 @@ def adapt(run: Run) -> Run:
 
         from ._lora import lean_dropout
 
-        with warnings.catch_warnings():  # peft reads a property transformers 5 deprecates: not the user's to fix
-            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
-            # A LoraConfig each: peft writes the base model's path into it.
-            model = _each(model, lambda part: get_peft_model(part, LoraConfig(**thaw(run.plan.lora))))
+        # A LoraConfig each: peft writes the base model's path into it.
+        model = _each(model, lambda part: get_peft_model(part, LoraConfig(**thaw(run.plan.lora))))
         for part in _parts(model):
             lean_dropout(part)  # no dropped-out copies of each adapted layer's input kept for backward
     parameters = _count(model)
@@ -422,7 +423,8 @@ def train(run: Run) -> Run:
         metrics |= trainer.evaluate()
         metrics |= perplexity(spec.task, metrics)
     if args.output_dir and args.should_save:
-        disk.save(run.model, run.tokenizer, args.output_dir, _parts(run.model))
+        with hushed():
+            disk.save(run.model, run.tokenizer, args.output_dir, _parts(run.model))
     run.model.eval()
     log.debug("metrics: %s", metrics)
     history = tuple(FrozenDict(entry) for entry in trainer.state.log_history)
