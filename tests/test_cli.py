@@ -295,8 +295,10 @@ def test_on_a_terminal_train_draws_one_bar_with_the_loss_and_no_dicts(spec_file,
 
     leader, follower = pty.openpty()
     fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    # without the bar switches a CLI command run in this test process (CliRunner, -q) leaves in os.environ
+    env = {k: v for k, v in os.environ.items() if k != "TQDM_DISABLE" and "PROGRESS_BARS" not in k}
     process = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "train", str(spec_file), "-o", str(tmp_path / "r")],
-                               stdout=subprocess.PIPE, stderr=follower, cwd=tmp_path)
+                               stdout=subprocess.PIPE, stderr=follower, cwd=tmp_path, env=env)
     os.close(follower)
     shown = b""
     while True:
