@@ -82,7 +82,7 @@ def test_train_writes_a_run_folder_and_merge_serves_it(spec_file, tmp_path):
     assert out.returncode == 0, out.stderr
     (folder,) = (tmp_path / "runs").iterdir()
     assert {"run.json", "spec.yaml", "plan.json", "metrics.json", "log_history.json", "loss.png",
-            "adapter_config.json", "config.json", "tokenizer.json"} <= {p.name for p in folder.iterdir()}
+            "adapter_config.json", "base_config.json", "tokenizer.json"} <= {p.name for p in folder.iterdir()}
     assert json.loads((folder / "run.json").read_text())["id"] == folder.name
     assert "eval_loss" in json.loads((folder / "metrics.json").read_text())
     assert "eval_loss" in out.stdout and folder.name in out.stdout
@@ -94,16 +94,18 @@ def test_train_writes_a_run_folder_and_merge_serves_it(spec_file, tmp_path):
 
     merged = tmp_path / "merged"
     assert pipeline("merge", folder, merged).returncode == 0
-    config = AutoConfig.from_pretrained(folder)
+    config = AutoConfig.from_pretrained(folder / "base_config.json")  # the labels, beside the adapter
     base_path = json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"]
     base = AutoModelForSequenceClassification.from_pretrained(base_path, config=config)
     adapted = PeftModel.from_pretrained(base, folder).eval()
     plain = AutoModelForSequenceClassification.from_pretrained(merged).eval()
+    direct = AutoModelForSequenceClassification.from_pretrained(folder).eval()  # transformers loads base + adapter
     batch = AutoTokenizer.from_pretrained(merged)(["the car was great", "the hat was awful"], padding=True,
                                                   return_tensors="pt")
     with torch.no_grad():
         torch.testing.assert_close(plain(**batch).logits, adapted(**batch).logits, rtol=1e-4, atol=1e-5)
-    assert plain.config.id2label == {0: "negative", 1: "positive"}
+        torch.testing.assert_close(direct(**batch).logits, adapted(**batch).logits, rtol=1e-4, atol=1e-5)
+    assert plain.config.id2label == adapted.config.id2label == {0: "negative", 1: "positive"}
 
     again = pipeline("train", spec_file, "--set", "lora.r=4", "--output", folder, cwd=tmp_path)
     assert again.returncode == 2 and "from a different spec" in again.stderr and "--force" in again.stderr

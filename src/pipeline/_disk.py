@@ -7,11 +7,13 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from .files import BASE_CONFIG
+
 __all__ = ["drop_if_new_and_empty", "save"]
 
 MODEL_FILES = (
-    "config.json", "generation_config.json", "model*.safetensors*", "pytorch_model*", "adapter_*", "tokenizer*",
-    "special_tokens_map.json", "vocab.*", "merges.txt", "added_tokens.json", "*.model", "chat_template*",
+    "config.json", BASE_CONFIG, "generation_config.json", "model*.safetensors*", "pytorch_model*", "adapter_*",
+    "tokenizer*", "special_tokens_map.json", "vocab.*", "merges.txt", "added_tokens.json", "*.model", "chat_template*",
     "README.md", "training_args.bin", "generator",
 )
 """What a save writes: replaced as a whole by the next save (an old adapter never outlives a full model)."""
@@ -27,8 +29,8 @@ def save(model: Any, tokenizer: Any, path: str, parts: list[Any]) -> None:
     is not a saved model (checkpoints, run records, your files) linked in, then swapped
     with the output folder in one atomic rename: a reader sees the old output or the new
     one, never a mix, and a crash before the swap leaves the old one as it was. Beside an
-    adapter goes the base model's config: its label names and task class, which
-    `pipeline merge` needs. Token detection's generator (in ``generator/``) gets the
+    adapter goes the base model's config (`files.BASE_CONFIG`): its label names and task class,
+    which `pipeline merge` needs. Token detection's generator (in ``generator/``) gets the
     tokenizer too.
     """
     target = Path(path).absolute()
@@ -41,7 +43,7 @@ def save(model: Any, tokenizer: Any, path: str, parts: list[Any]) -> None:
             if hasattr(part, "get_base_model"):
                 base = part.get_base_model()
                 base.config.architectures = [type(base).__name__]  # the task class, not the checkpoint's
-                base.config.save_pretrained(folder)
+                base.config.to_json_file(folder / BASE_CONFIG)
         for folder in folders:  # each folder loads on its own
             tokenizer.save_pretrained(folder)
         if target.is_dir():

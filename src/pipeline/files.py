@@ -124,6 +124,19 @@ def load_spec(path: str | Path, settings: dict[str, Any] | None = None) -> Spec:
         raise SpecError(f"{path}: {p}" for p in e.problems) from None
 
 
+BASE_CONFIG = "base_config.json"
+"""Beside a saved LoRA adapter: the base model's config with the run's labels and task class. Not
+``config.json``: with one, transformers takes the folder for a full model and finds no weights."""
+
+
+def config_file(folder: str | Path) -> Path:
+    """Where a model folder's config is: ``config.json``, or beside an adapter `BASE_CONFIG` (``config.json``
+    in run folders of earlier versions)."""
+    folder = Path(folder).expanduser()
+    beside = folder / BASE_CONFIG
+    return beside if beside.is_file() else folder / "config.json"
+
+
 def model_config(base: Any) -> dict[str, Any] | None:
     """The model's ``config.json`` as a dict, without loading weights or torch; ``None`` if not found.
 
@@ -135,7 +148,7 @@ def model_config(base: Any) -> dict[str, Any] | None:
     if isinstance(base, tuple):
         config = getattr(base[0], "config", None)
         return config.to_dict() if hasattr(config, "to_dict") else None
-    path = Path(str(base)).expanduser() / "config.json"
+    path = config_file(str(base))
     if not path.is_file():
         try:
             from huggingface_hub import try_to_load_from_cache

@@ -111,10 +111,11 @@ def _model(run: Any, task: str | None) -> tuple[Any, Any, str]:
         return model, run.tokenizer, task or run.spec.task
     import transformers
 
+    from .files import config_file
     from .runs import is_adapter, merged
 
     folder = Path(run)
-    if not (folder / "config.json").is_file() and not is_adapter(folder):
+    if not config_file(folder).is_file() and not is_adapter(folder):
         raise SpecError(f"predict: {str(folder)!r} holds no model (no config.json); give a run folder")
     task = task or run_task(folder)
     if task not in TASKS:

@@ -14,6 +14,7 @@ from . import data
 from ._fields import TRAINING_ARGUMENTS
 from .derive import Plan
 from .errors import DataError, SpecError
+from .files import config_file
 from .specs import Spec
 
 __all__ = ["preflight"]
@@ -86,9 +87,10 @@ def _model_config(field: str, name: str, problems: list[str]) -> Any:
     """The model's config (no weights), or None with the problem recorded."""
     path = Path(name).expanduser()
     if path.exists():
-        if not (path / "config.json").is_file():
+        if not config_file(path).is_file():
             problems.append(f"{field}: {name!r} has no config.json; give a folder saved with save_pretrained")
             return None
+        name = str(config_file(path))
     elif not HUB_ID.fullmatch(name):
         problems.append(f"{field}: no such model folder {name!r}; check the path (spec files: relative to the file)")
         return None

@@ -218,9 +218,12 @@ def merged(source: str | Path, **kwargs: Any) -> Any:
     import transformers
     from peft import PeftModel
 
+    from .files import config_file
+
     source = Path(source)
     base_path = json.loads((source / "adapter_config.json").read_text())["base_model_name_or_path"]
-    config = transformers.AutoConfig.from_pretrained(source if (source / "config.json").is_file() else base_path)
+    beside = config_file(source)
+    config = transformers.AutoConfig.from_pretrained(beside if beside.is_file() else base_path)
     if getattr(config, "quantization_config", None):
         del config.quantization_config  # reload the base in full precision, then merge
     model_class = getattr(transformers, config.architectures[0])
