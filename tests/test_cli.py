@@ -318,3 +318,14 @@ def test_on_a_terminal_train_draws_one_bar_with_the_loss_and_no_dicts(spec_file,
     assert "loss=" in text and "lr=" in text  # the latest loss and learning rate in the bar
     assert "{'loss'" not in text and "{'eval_loss'" not in text
     assert "trainable params: " in text and "LOAD REPORT" not in text
+
+
+def test_an_adapter_folder_config_is_found_in_either_place(tmp_path):
+    from pipeline.files import config_file
+
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "config.json").write_text("{}")  # run folders of earlier versions
+    (tmp_path / "new").mkdir()
+    (tmp_path / "new" / "base_config.json").write_text("{}")
+    assert config_file(tmp_path / "old") == tmp_path / "old" / "config.json"
+    assert config_file(tmp_path / "new") == tmp_path / "new" / "base_config.json"
