@@ -75,9 +75,10 @@ class ShuffledBatches(torch.utils.data.Sampler):
         return iter([index for b in order for index in batches[b]])
 
 
-LOSS_FILE = "pipeline_loss.json"
-"""In each checkpoint: the sum of the step losses up to it, so a resumed run reports ``train_loss`` over
-all its steps (the Trainer's covers only the steps since it resumed)."""
+LOSS_RECORD = "pipeline_loss"
+"""In each checkpoint's trainer state (``stateful_callbacks``, written with it, so a checkpoint complete
+enough to resume from has it): the step and the sum of the step losses up to it, so a resumed run
+reports ``train_loss`` over all its steps (the Trainer's covers only the steps since it resumed)."""
 
 
 class Trainer(transformers.Trainer):
@@ -91,9 +92,10 @@ class Trainer(transformers.Trainer):
         self.earlier = (0, 0.0)
         if isinstance(resume_from_checkpoint, str):
             try:
-                saved = json.loads((Path(resume_from_checkpoint) / LOSS_FILE).read_text())
+                state = json.loads((Path(resume_from_checkpoint) / "trainer_state.json").read_text())
+                saved = state["stateful_callbacks"][LOSS_RECORD]
                 self.earlier = (int(saved["step"]), float(saved["loss_sum"]))
-            except (OSError, ValueError, KeyError):
+            except (OSError, ValueError, KeyError, TypeError):
                 log.info("%s has no loss record: train_loss covers the resumed steps only", resume_from_checkpoint)
         result = super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
         step, total = self.earlier
@@ -103,11 +105,9 @@ class Trainer(transformers.Trainer):
         return transformers.trainer_utils.TrainOutput(result.global_step, whole, {**result.metrics, "train_loss": whole})
 
     def _save_checkpoint(self, model, trial):
+        total = self.earlier[1] + self._total_loss_scalar + float(self._tr_loss)
+        self.state.stateful_callbacks[LOSS_RECORD] = {"step": self.state.global_step, "loss_sum": total}
         super()._save_checkpoint(model, trial)
-        folder = Path(self._get_output_dir(trial)) / f"checkpoint-{self.state.global_step}"
-        if self.args.should_save and folder.is_dir():
-            total = self.earlier[1] + self._total_loss_scalar + float(self._tr_loss)
-            (folder / LOSS_FILE).write_text(json.dumps({"step": self.state.global_step, "loss_sum": total}))
 
     def _get_train_sampler(self, train_dataset=None):
         sampler = super()._get_train_sampler(train_dataset)
