@@ -118,9 +118,10 @@ class Trainer(transformers.Trainer):
     def _get_eval_sampler(self, eval_dataset):
         """The set's order, where the library's length grouping would shuffle it: our evaluation sets
         come sorted by length already (`stages.scoring`), and scoring answers as text needs each
-        prediction's window."""
+        prediction's window. Several processes: none, as the library does without grouping (its
+        loader shards the set in order and gathers the predictions back in order)."""
         if eval_dataset is None or not hasattr(eval_dataset, "__len__") or self.args.world_size > 1:
-            return super()._get_eval_sampler(eval_dataset)
+            return None
         return torch.utils.data.SequentialSampler(eval_dataset)
 
 
