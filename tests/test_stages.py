@@ -141,6 +141,20 @@ def test_the_python_api_says_only_what_is_ours(models, tmp_path):
     assert (tmp_path / "out" / "adapter_config.json").exists()
 
 
+def test_hushing_nests_without_undoing_the_outer_scope():
+    """``merged`` (hushed) runs inside ``load`` (hushed): leaving the inner scope keeps the outer's filter."""
+    import logging
+
+    from pipeline._hush import _not_a_load_report, hushed
+
+    report = logging.getLogger("transformers.modeling_utils")
+    with hushed():
+        with hushed():
+            pass
+        assert _not_a_load_report in report.filters
+    assert _not_a_load_report not in report.filters
+
+
 def test_qlora_on_a_cpu_end_to_end(models):
     """4-bit load ▸ k-bit preparation ▸ LoRA ▸ train, for real with bitsandbytes on the CPU."""
     spec = Spec(base=models["bert"], train=sentiment(160), validation=sentiment(48, 1), maxlength=32,

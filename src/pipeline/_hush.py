@@ -30,6 +30,7 @@ def hushed() -> Iterator[None]:
 
     report, bitsandbytes = logging.getLogger("transformers.modeling_utils"), logging.getLogger("bitsandbytes")
     level, bars = bitsandbytes.level, transformers_logging.is_progress_bar_enabled()
+    outermost = _not_a_load_report not in report.filters  # nested (merged inside load): the outer one removes it
     report.addFilter(_not_a_load_report)
     bitsandbytes.setLevel(logging.ERROR)
     transformers_logging.disable_progress_bar()
@@ -38,7 +39,8 @@ def hushed() -> Iterator[None]:
             warnings.filterwarnings("ignore", message=".* is deprecated and will be removed in v6", category=FutureWarning)
             yield
     finally:
-        report.removeFilter(_not_a_load_report)
+        if outermost:
+            report.removeFilter(_not_a_load_report)
         bitsandbytes.setLevel(level)
         if bars:
             transformers_logging.enable_progress_bar()

@@ -84,6 +84,16 @@ def _table(rows: list[tuple[Any, ...]], header: tuple[str, ...]) -> str:
     return "\n".join(line.rstrip() for line in captured.get().splitlines() if line.strip())
 
 
+def _columns(rows: list[dict[str, Any]]) -> list[str]:
+    """Every key of a list of records, in first-seen order (records may lack some: a pruned trial's flag)."""
+    return list(dict.fromkeys(k for r in rows for k in r))
+
+
+def _records(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    """Records as a `_table` of ``columns``, numbers shortened, a missing value blank."""
+    return _table([tuple(_number(r.get(c, "")) for c in columns) for r in rows], tuple(columns))
+
+
 def _number(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
@@ -264,8 +274,7 @@ def sweep(
 
     _write_results(folder, rows)
     plot_sweep(rows, [*choices, *drawn], metric, folder / "sweep.png", log={k for k, r in drawn.items() if r.log})
-    columns = list(dict.fromkeys(k for r in rows for k in r))
-    typer.echo(_table([tuple(_number(r.get(c, "")) for c in columns) for r in rows], tuple(columns)))
+    typer.echo(_records(rows, _columns(rows)))
     scored = [r for r in rows if metric in r and not r.get("pruned")]
     if not scored:
         raise SpecError(f"--metric: no run reported {metric!r} (they reported {sorted(rows[0])})")
@@ -335,7 +344,7 @@ def _final(metrics: Any) -> dict[str, Any]:
 
 def _write_results(folder: Path, rows: list[dict[str, Any]]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    columns = list(dict.fromkeys(k for r in rows for k in r))
+    columns = _columns(rows)
     with open(folder / "results.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, columns)
         writer.writeheader()
@@ -412,7 +421,7 @@ def runs(
             raise SpecError(f"--sort: no run reported {sort!r}; metrics found: {', '.join(names) or 'none'}")
         lower = any(word in sort for word in LOWER_IS_BETTER)
         rows = sorted(scored, key=lambda r: r[sort], reverse=not lower) + [r for r in rows if r not in scored]
-    columns = list(dict.fromkeys(k for r in rows for k in r))
+    columns = _columns(rows)
     if format is Listing.json:
         typer.echo(json.dumps(rows, indent=2, default=str))
     elif format is Listing.csv:
@@ -420,8 +429,7 @@ def runs(
         writer.writeheader()
         writer.writerows(rows)
     else:
-        shown = [c for c in columns if c != "folder"]
-        typer.echo(_table([tuple(_number(r.get(c, "")) for c in shown) for r in rows], tuple(shown)))
+        typer.echo(_records(rows, [c for c in columns if c != "folder"]))
 
 
 @app.command()

@@ -87,10 +87,11 @@ def _model_config(field: str, name: str, problems: list[str]) -> Any:
     """The model's config (no weights), or None with the problem recorded."""
     path = Path(name).expanduser()
     if path.exists():
-        if not config_file(path).is_file():
+        found = config_file(path)
+        if not found.is_file():
             problems.append(f"{field}: {name!r} has no config.json; give a folder saved with save_pretrained")
             return None
-        name = str(config_file(path))
+        name = str(found)
     elif not HUB_ID.fullmatch(name):
         problems.append(f"{field}: no such model folder {name!r}; check the path (spec files: relative to the file)")
         return None
