@@ -1,39 +1,61 @@
-"""_trainer.py: length-grouped batches come in shuffled order, not as a long-to-short curriculum."""
+"""_trainer.py: batches from length buckets in an order owned by (seed, epoch); Optuna pruning."""
 
 import pytest
 import torch
-from transformers.trainer_pt_utils import LengthGroupedSampler
 
-from pipeline._trainer import Pruning, ShuffledBatches
+from pipeline._trainer import SHORT, LengthBuckets, Pruning, bucket
+
+
+def cut(order, size=16):
+    """The sampler's stream cut into batches by count, as the data loader cuts it."""
+    return [order[i : i + size] for i in range(0, len(order), size)]
 
 
 @pytest.mark.parametrize("size", [640, 600])  # 600: a remainder batch of 8, which must come last
-def test_batches_are_sorted_by_length_over_the_whole_set_in_shuffled_order(size):
-    lengths = [1 + (i * 37) % 200 for i in range(size)]
-    grouped = LengthGroupedSampler(16, lengths=lengths)
-    torch.manual_seed(1)
-    shuffled = list(ShuffledBatches(grouped, 16))
-    batches = [shuffled[i : i + 16] for i in range(0, len(shuffled), 16)]  # as the data loader cuts them
-
-    assert sorted(shuffled) == list(range(size))  # every example once
+def test_batches_hold_one_length_bucket_longest_first_remainder_last(size):
+    lengths = [1 + (i * 37) % 400 for i in range(size)]
+    sampler = LengthBuckets(lengths, 16, seed=42)
+    order = list(sampler)
+    batches = cut(order)
+    assert sorted(order) == list(range(size))  # every example once
     assert max(lengths[i] for i in batches[0]) == max(lengths)  # the longest batch first: out of memory early
-    ranges = sorted((min(lengths[i] for i in b), max(lengths[i] for i in b)) for b in batches)
-    assert all(high <= next_low for (_, high), (next_low, _) in zip(ranges, ranges[1:]))  # whole-set sort: no overlap
-    longest = [max(lengths[i] for i in b) for b in batches]
-    runs_down = sum(a >= b for a, b in zip(longest, longest[1:]))
-    assert runs_down < 0.75 * (len(longest) - 1)  # shuffled, not long to short
-    torch.manual_seed(2)
-    again = list(ShuffledBatches(grouped, 16))
-    assert again != shuffled and sorted(again) == sorted(shuffled)  # another epoch, another order
+    if size % 16:
+        assert len(batches[-1]) == size % 16
+    one_bucket = [b for b in batches if len({bucket(lengths[i]) for i in b}) == 1]
+    assert len(one_bucket) >= len(batches) - 4  # only the leftovers of the 4 buckets mix
+
+
+def test_short_texts_are_batched_at_random_not_by_length():
+    """Texts up to SHORT tokens share one bucket: a batch is a random draw, whatever goes with length."""
+    lengths = [8 + i % 40 for i in range(320)]
+    assert max(lengths) <= SHORT
+    batches = cut(list(LengthBuckets(lengths, 16, seed=1)))
+    spreads = [max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in batches]
+    assert sum(spreads) / len(spreads) > 25  # a sort would give spreads of about 2
+
+
+def test_the_order_is_a_function_of_seed_and_epoch_alone():
+    lengths = [1 + (i * 7) % 300 for i in range(200)]
+    first = LengthBuckets(lengths, 16, seed=42)
+    torch.manual_seed(0)
+    epoch_0 = list(first)
+    torch.manual_seed(1)  # the global generator plays no part
+    assert list(LengthBuckets(lengths, 16, seed=42)) == epoch_0
+    first.set_epoch(1)
+    epoch_1 = list(first)
+    assert epoch_1 != epoch_0 and sorted(epoch_1) == sorted(epoch_0)
+    other = LengthBuckets(lengths, 16, seed=43)
+    assert list(other) != epoch_0
+
 
 @pytest.mark.parametrize("size", [1, 15, 16, 17, 33])
 def test_small_sets_give_every_example_once_longest_batch_first_remainder_last(size):
-    lengths = [1 + (i * 7) % 20 for i in range(size)]
-    shuffled = list(ShuffledBatches(LengthGroupedSampler(16, lengths=lengths), 16))
-    assert sorted(shuffled) == list(range(size))
-    assert lengths[shuffled[0]] == max(lengths)
-    remainder = shuffled[size // 16 * 16 :]
-    assert sorted(lengths[i] for i in remainder) == sorted(lengths)[: size % 16]
+    lengths = [1 + (i * 53) % 200 for i in range(size)]
+    order = list(LengthBuckets(lengths, 16, seed=0))
+    assert sorted(order) == list(range(size))
+    assert max(lengths[i] for i in order[:16]) == max(lengths)
+    if size > 16 and size % 16:
+        assert len(cut(order)[-1]) == size % 16
 
 
 def test_pruning_stops_a_trial_worse_than_the_median_of_earlier_ones_at_the_same_step():

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import inspect
 import json
 import logging
+import re
 import signal
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 import transformers
@@ -44,35 +47,115 @@ class Arguments(transformers.TrainingArguments):
         return bool(self.output_dir) and super().should_save
 
 
-class ShuffledBatches(torch.utils.data.Sampler):
-    """Batches of the most similar lengths in the whole set, in shuffled order, the longest batch first
-    (out of memory early) and the short remainder batch last. Equal lengths are shuffled among
-    themselves each epoch.
+SHORT = 64
+"""Texts up to this many tokens share one bucket: at such lengths a step costs about the same padded
+or not, and sorting short texts by length sorts them by whatever goes with length (the class)."""
+
+
+def bucket(length: int) -> int:
+    """A length's bucket: 0 up to `SHORT` tokens, then one per doubling (65-128, 129-256, ...).
+
+    >>> [bucket(n) for n in (1, 64, 65, 128, 129, 512, 513)]
+    [0, 0, 1, 1, 2, 3, 4]
+    """
+    return max(0, (max(length, 1) - 1) // SHORT).bit_length()
+
+
+def generator(seed: int, epoch: int) -> torch.Generator:
+    """A generator for one epoch's order, the same on every rank and after any resume."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+
+
+class LengthBuckets(torch.utils.data.Sampler):
+    """Batches drawn at random from buckets of similar length (`bucket`), in random order: the longest
+    batch first (out of memory early) and the short remainder batch last. The order comes from
+    (``seed``, epoch) alone, so every process draws the same one and a resumed run draws the epoch it
+    left off in.
+
+    Why buckets and not a sort: a sort over the whole set made batches of nearly one length, and where
+    length goes with the class, batches of nearly one class (a MiniLM topic job lost 0.10 held-out
+    accuracy); sorting within random mega-batches (the library's) does the same within each. Random
+    order within a bucket keeps classes mixed, and whole doublings of length still keep a 250-token
+    review out of a batch of 20-token ones, which is where padding costs (bench/RESULTS.md).
 
     The data loader cuts what this yields into batches again, by count: a remainder batch anywhere
-    but last would shift every batch after it across two length groups (MiniLM on 600 mixed
-    reviews: 1.5x the padded tokens of a whole-set sort).
-
-    transformers' grouping sorts only within mega-batches of at most a quarter of the set, so a
-    long text lands in many batches and pads them (MiniLM on 600 mixed reviews: 1.7x the time of
-    a global sort, bench/RESULTS.md); and it keeps each mega-batch sorted long to short: a
-    curriculum nobody asked for, which costs accuracy when there are few epochs.
+    but last would shift every batch after it across two buckets.
     """
 
-    def __init__(self, grouped: LengthGroupedSampler, batch_size: int):
-        self.grouped, self.batch_size = grouped, batch_size
+    def __init__(self, lengths: list[int], batch_size: int, seed: int):
+        self.lengths, self.batch_size, self.seed, self.epoch = list(lengths), batch_size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
 
     def __len__(self) -> int:
-        return len(self.grouped)
+        return len(self.lengths)
+
+    def batches(self) -> list[list[int]]:
+        """This epoch's batches, in order."""
+        random = generator(self.seed, self.epoch)
+        buckets: dict[int, list[int]] = {}
+        for i in torch.randperm(len(self.lengths), generator=random).tolist():
+            buckets.setdefault(bucket(self.lengths[i]), []).append(i)
+        size, batches, rest = self.batch_size, [], []
+        for key in sorted(buckets, reverse=True):  # leftovers longest first: the remainder is short
+            members = buckets[key]
+            whole = len(members) // size * size
+            batches += [members[i : i + size] for i in range(0, whole, size)]
+            rest += members[whole:]
+        batches += [rest[i : i + size] for i in range(0, len(rest), size)]  # mixed leftovers
+        if len(batches) < 2:
+            return batches
+        tail = [batches.pop()] if len(batches[-1]) < size else []
+        longest = max(range(len(batches)), key=lambda b: max(self.lengths[i] for i in batches[b]))
+        first = batches.pop(longest)
+        middle = [batches[b] for b in torch.randperm(len(batches), generator=random).tolist()]
+        return [first, *middle, *tail]
 
     def __iter__(self) -> Iterator[int]:
-        lengths = self.grouped.lengths
-        indices = torch.randperm(len(lengths), generator=self.grouped.generator).tolist()
-        indices.sort(key=lambda i: lengths[i], reverse=True)  # stable: ties keep their random order
-        batches = [indices[i : i + self.batch_size] for i in range(0, len(indices), self.batch_size)]
-        middle = (torch.randperm(max(len(batches) - 2, 0)) + 1).tolist()
-        order = [0, *middle, len(batches) - 1] if len(batches) > 1 else list(range(len(batches)))
-        return iter([index for b in order for index in batches[b]])
+        return iter([index for batch in self.batches() for index in batch])
+
+
+def counts_items(model) -> bool:
+    """Whether ``model``'s loss divides by the Trainer's ``num_items_in_batch`` (the items of the whole
+    accumulated batch) rather than averaging over its own batch.
+
+    The Trainer takes any ``forward(**kwargs)`` for the first and then skips dividing the loss by the
+    accumulation steps; but BERT's classification, QA and masked-LM heads and BART's accept
+    ``**kwargs`` and still average their own loss (transformers issue 47688), so 8 x 2 stepped twice
+    as far as one batch of 16. The forward's source says which: only the heads that hand their
+    keyword arguments to ``self.loss_function`` count the accumulated items.
+    """
+    forward = getattr(type(model), "forward", None)
+    try:
+        source = inspect.getsource(forward)
+    except (OSError, TypeError):
+        return False
+    return "num_items_in_batch" in source or bool(re.search(r"loss_function\([^)]*\*\*\w+", source))
+
+
+def label_items(inputs: dict) -> "torch.Tensor | None":
+    """The items a self-averaging head averaged its loss over: its labels other than -100."""
+    labels = inputs.get("labels")
+    return None if labels is None else labels.ne(-100).sum()
+
+
+def answer_loss(model, inputs: dict) -> tuple[torch.Tensor, Any]:
+    """Question answering's loss, the mean of the start and end cross-entropies over each window's real
+    tokens: the library's heads also spread probability over the padding, so a window's loss changed
+    with the longest window of its batch (8 x 2 accumulated did not step as one batch of 16)."""
+    targets = [inputs["start_positions"], inputs["end_positions"]]
+    outputs = model(**{k: v for k, v in inputs.items() if k not in ("start_positions", "end_positions")})
+    padding = inputs["attention_mask"] == 0 if "attention_mask" in inputs else None
+    losses = []
+    for logits, target in zip((outputs.start_logits, outputs.end_logits), targets):
+        logits = logits.float()
+        if padding is not None:
+            logits = logits.masked_fill(padding, torch.finfo(logits.dtype).min)
+        losses.append(torch.nn.functional.cross_entropy(logits, target.view(-1).to(logits.device)))
+    loss = (losses[0] + losses[1]) / 2
+    outputs["loss"] = loss
+    return loss, outputs
 
 
 LOSS_RECORD = "pipeline_loss"
@@ -82,7 +165,8 @@ reports ``train_loss`` over all its steps (the Trainer's covers only the steps s
 
 
 class Trainer(transformers.Trainer):
-    """The `Trainer`, with length-grouped batches in shuffled order (`ShuffledBatches`), evaluation in
+    """The `Trainer`, with batches from length buckets (`LengthBuckets`), losses that accumulate as one
+    large batch (`counts_items`, `answer_loss`), evaluation in
     the set's order, and ``train_loss`` over the whole run when it resumes from a checkpoint."""
 
     earlier = (0, 0.0)
@@ -104,6 +188,25 @@ class Trainer(transformers.Trainer):
         whole = (total + result.training_loss * (result.global_step - step)) / result.global_step
         return transformers.trainer_utils.TrainOutput(result.global_step, whole, {**result.metrics, "train_loss": whole})
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        inner = self.accelerator.unwrap_model(self.model)
+        inner = inner.get_base_model() if hasattr(inner, "get_base_model") else inner
+        self.averages_own_loss = self.model_accepts_loss_kwargs and not counts_items(inner)
+        """The Trainer will not divide this model's loss by the accumulation steps, yet the model averages
+        it over its own batch: `compute_loss` weighs it by its share of the accumulated items instead."""
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if "start_positions" in inputs:
+            loss, outputs = answer_loss(model, inputs)
+            return (loss, outputs) if return_outputs else loss
+        loss, outputs = super().compute_loss(model, inputs, True, num_items_in_batch)
+        if self.averages_own_loss and model.training and num_items_in_batch is not None:
+            items = label_items(inputs)
+            if items is not None:  # this batch's mean, weighted as its share of the accumulated batch
+                loss = loss * items.to(loss.device) / num_items_in_batch
+        return (loss, outputs) if return_outputs else loss
+
     def _save_checkpoint(self, model, trial):
         total = self.earlier[1] + self._total_loss_scalar + float(self._tr_loss)
         self.state.stateful_callbacks[LOSS_RECORD] = {"step": self.state.global_step, "loss_sum": total}
@@ -112,7 +215,8 @@ class Trainer(transformers.Trainer):
     def _get_train_sampler(self, train_dataset=None):
         sampler = super()._get_train_sampler(train_dataset)
         if isinstance(sampler, LengthGroupedSampler):
-            return ShuffledBatches(sampler, self.args.train_batch_size * self.args.gradient_accumulation_steps)
+            batch = self.args.train_batch_size * self.args.gradient_accumulation_steps
+            return LengthBuckets(sampler.lengths, batch, self.args.seed)
         return sampler
 
     def _get_eval_sampler(self, eval_dataset):

@@ -61,7 +61,8 @@ def training_kwargs(spec: Spec, hardware: Hardware) -> Derived:
     if not rule.language_model or spec.merge is None:
         # Padding is the dominant cost on mixed-length text: batches of similar length pad little.
         layers.append(
-            ("task", "batches of similar length pad less (in shuffled order)", {"train_sampling_strategy": "group_by_length"})
+            ("task", "batches from length buckets (texts up to 64 tokens at random): less padding, classes mixed",
+             {"train_sampling_strategy": "group_by_length"})
         )
     if spec.validation is not None:
         layers.append(("pipeline", "validation data given", {"eval_strategy": "epoch"}))
