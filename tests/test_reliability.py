@@ -220,3 +220,79 @@ def test_a_save_replaces_the_old_model_whole_and_keeps_checkpoints_and_other_fil
     with torch.no_grad():
         torch.testing.assert_close(reloaded(**batch).logits, full.model(**batch).logits)
     assert lora.metrics
+
+
+@pytest.fixture
+def volume(tmp_path):
+    """An output folder that is a mount point (a tmpfs), as Docker and Kubernetes volumes are."""
+    folder = tmp_path / "volume"
+    folder.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(folder)], capture_output=True).returncode:
+        pytest.skip("mounting a tmpfs needs root")
+    yield folder
+    subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def _saved(models, out, lora):
+    return fine_tune(start(Spec(base=models["bert"], train=sentiment(16), lora=lora,
+                                training={"output_dir": str(out), "max_steps": 1, "disable_tqdm": True}), CPU))
+
+
+def test_a_mount_point_output_gets_the_model_saved_and_replaced_without_leftovers(models, volume):
+    """Staging beside a volume is another filesystem and a mount point cannot be renamed: the save
+    stages inside it and replaces the model file by file."""
+    from transformers import AutoModelForSequenceClassification
+
+    _saved(models, volume, lora=True)
+    assert (volume / "adapter_model.safetensors").exists()
+    (volume / "notes.txt").write_text("mine")
+    full = _saved(models, volume, lora=False)
+    names = {p.name for p in volume.iterdir()}
+    assert not any(n.startswith("adapter_") for n in names) and {"model.safetensors", "notes.txt"} <= names, names
+    assert not any(n.startswith(".") for n in names), names  # no staging or replaced files left
+    assert sorted(p.name for p in volume.parent.iterdir()) == ["volume"]
+    reloaded = AutoModelForSequenceClassification.from_pretrained(volume).eval()
+    batch = full.tokenizer(["the car was good"], return_tensors="pt")
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(**batch).logits, full.model(**batch).logits)
+
+
+def test_a_failure_while_replacing_in_place_puts_the_old_model_back(models, volume, monkeypatch):
+    import pipeline._disk as disk
+
+    _saved(models, volume, lora=True)
+    before = {p.name: p.read_bytes() for p in volume.iterdir() if p.is_file()}
+    run = fine_tune(start(Spec(base=models["bert"], train=sentiment(16), training={"max_steps": 1}), CPU))
+    moved_in = []
+
+    def failing(source, target):
+        if source.parent.name.startswith(".saving"):
+            if len(moved_in) == 2:  # the old files are aside and two new ones in
+                raise OSError("disk gone")
+            moved_in.append(target)
+        os.replace(source, target)
+
+    monkeypatch.setattr(disk, "_move", failing)
+    with pytest.raises(OSError, match="disk gone"):
+        disk.save(run.model, run.tokenizer, str(volume), [run.model])
+    assert {p.name: p.read_bytes() for p in volume.iterdir() if p.is_file()} == before
+    assert not any(p.name.startswith(".") for p in volume.iterdir())
+    assert len(moved_in) == 2
+
+
+def test_a_save_killed_mid_replace_is_recovered_by_the_next_save(models, volume):
+    """What a kill -9 between moving the old model aside and the new one in leaves: the next save puts
+    the old model back first (the new one was not whole), then saves, and nothing is left over."""
+    from pipeline._disk import REPLACED
+
+    _saved(models, volume, lora=True)
+    aside, staging = volume / REPLACED, volume / ".saving-999999"  # a process that no longer exists
+    aside.mkdir()
+    staging.mkdir()
+    (staging / "model.safetensors").write_text("half")
+    os.replace(volume / "adapter_model.safetensors", aside / "adapter_model.safetensors")
+    from pipeline._disk import _recover
+
+    _recover(volume)
+    assert (volume / "adapter_model.safetensors").exists()
+    assert not aside.exists() and not staging.exists()
