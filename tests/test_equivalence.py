@@ -216,3 +216,32 @@ def test_under_torchrun_each_epochs_shards_are_disjoint_and_cover_the_set(models
         assert not set(first) & set(second), f"epoch {epoch}: the ranks' shares overlap"
         assert sorted(first + second) == list(range(96)), f"epoch {epoch}: not every row once"
     assert ranks[0][0] != ranks[0][1]  # another epoch, another order
+
+
+# -- runs are values ------------------------------------------------------------------------
+
+
+def test_a_run_a_stage_changed_in_place_is_refused_by_the_next_with_the_way_to_branch(models):
+    """adapt twice on one loaded run would stack adapters on one model; train twice would train on; after
+    merge the run's model has no adapters. Each branch loads its own model."""
+    from pipeline import SpecError, adapt, load, merge, train
+
+    spec = spec_for(models, "text-classification", lora=True, max_steps=1)
+    loaded = load(start(spec, CPU))
+    adapted = adapt(loaded)
+    adapters = lambda run: sum(1 for name, _ in run.model.named_modules() if name.endswith("lora_A"))
+    layers = adapters(adapted)
+    with pytest.raises(SpecError, match="already given to adapt.*load again"):
+        adapt(loaded)
+    trained = train(adapted)
+    with pytest.raises(SpecError, match="already given to train"):
+        train(adapted)
+    merged = merge(trained)
+    with pytest.raises(SpecError, match="already given to merge"):
+        merge(trained)
+    assert not hasattr(merged.model, "peft_config")
+    # the way to branch: each branch from its own load, and each result trains on
+    branches = [train(adapt(load(start(evolve(spec, training={**spec.training, "learning_rate": lr}), CPU))))
+                for lr in (1e-2, 1e-3)]
+    assert [adapters(b) for b in branches] == [layers, layers]  # one set of adapters each, none stacked
+    assert train(branches[0]).metrics["train_loss"] > 0  # a returned run is fresh: training goes on from it

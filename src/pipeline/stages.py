@@ -82,6 +82,20 @@ class Run:
     """`transformers.TrainerCallback` objects `train` adds to the Trainer's (a sweep's pruning, your own)."""
 
 
+def _take(run: Run, stage: str) -> None:
+    """Mark ``run`` used up by ``stage``, which changes its model in place (peft injects adapters into it,
+    training moves its weights): a second stage given the same run would build on the changed model.
+    Raises `SpecError` if another stage took it already."""
+    taken = run.__dict__.get("_taken_by")
+    if taken:
+        raise SpecError(
+            f"{stage}: this Run was already given to {taken}, which changed its model in place; continue "
+            f"from the Run {taken} returned, or load again for a separate branch (e.g. "
+            f"{stage}(load(spec)) for each branch)"
+        )
+    object.__setattr__(run, "_taken_by", stage)  # frozen to users; the mark is not a field (replace drops it)
+
+
 def start(spec: Spec, hardware: Hardware | None = None, callbacks: tuple[Any, ...] = ()) -> Run:
     """A `Run` for ``spec``, planned for ``hardware`` (default: this machine, via `detect`), with Trainer
     ``callbacks`` of your own."""
@@ -238,6 +252,8 @@ def quantize(run: Run) -> Run:
         return run
     from peft import prepare_model_for_kbit_training
 
+    _take(run, "quantize")
+
     checkpointing = run.plan.training_args.get("gradient_checkpointing", True)
     for part in _parts(run.model):
         prepare_model_for_kbit_training(
@@ -249,7 +265,7 @@ def quantize(run: Run) -> Run:
             for module in part.modules():
                 if hasattr(module, "support_avx512bf16_for_cpu"):
                     module.support_avx512bf16_for_cpu = False
-    return run
+    return replace(run)
 
 
 @hushed()
@@ -261,6 +277,7 @@ def adapt(run: Run) -> Run:
 
         from ._lora import lean_dropout
 
+        _take(run, "adapt")
         # A LoraConfig each: peft writes the base model's path into it.
         model = _each(model, lambda part: get_peft_model(part, LoraConfig(**thaw(run.plan.lora))))
         for part in _parts(model):
@@ -405,6 +422,7 @@ def train(run: Run) -> Run:
         **distilling,
     )
     quiet_progress(trainer)
+    _take(run, "train")
     try:
         checkpoint = _checkpoint(spec.checkpoint, args.output_dir)
         if checkpoint:
@@ -445,6 +463,7 @@ def merge(run: Run) -> Run:
             "Save the run (training.output_dir), then `pipeline merge DIR OUT`, which reloads the base "
             "unquantized and merges there"
         )
+    _take(run, "merge")
     model = _each(run.model, lambda part: part.merge_and_unload())
     return replace(run, model=model, parameters=_count(model))
 
