@@ -329,3 +329,37 @@ def test_an_adapter_folder_config_is_found_in_either_place(tmp_path):
     (tmp_path / "new" / "base_config.json").write_text("{}")
     assert config_file(tmp_path / "old") == tmp_path / "old" / "config.json"
     assert config_file(tmp_path / "new") == tmp_path / "new" / "base_config.json"
+
+
+def test_force_over_another_run_removes_its_checkpoints_and_a_resume_never_takes_another_runs(spec_file, tmp_path):
+    """Retrained with --force and another learning rate, then resumed: it must not resume the old run's
+    checkpoint-N (which would save the old weights under the new run's id)."""
+    out = tmp_path / "run"
+    saving = ["--set", "training.save_strategy=steps", "--set", "training.save_steps=4"]
+    first = pipeline("train", spec_file, "-o", out, *saving)
+    assert first.returncode == 0, first.stderr[-2000:]
+    old = sorted(p.name for p in out.glob("checkpoint-*"))
+    assert old == ["checkpoint-12", "checkpoint-16", "checkpoint-4", "checkpoint-8"]
+    forced = pipeline("train", spec_file, "-o", out, *saving, "--set", "training.learning_rate=1e-3",
+                      "--set", "training.max_steps=6", "--force")
+    assert forced.returncode == 0, forced.stderr[-2000:]
+    assert "removed checkpoint-12, checkpoint-16, checkpoint-4, checkpoint-8" in forced.stderr
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-4", "checkpoint-6"]
+    resumed = pipeline("train", spec_file, "-o", out, *saving, "--set", "training.learning_rate=1e-3",
+                       "--set", "training.max_steps=6", "--set", "checkpoint=true")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming from" in resumed.stderr and "checkpoint-6" in resumed.stderr
+
+
+def test_a_checkpoint_of_another_lineage_is_refused(models, tmp_path):
+    from pipeline import Hardware, Spec, SpecError, evolve, fine_tune, start
+
+    spec = Spec(base=models["bert"], train=sentiment(32), lora=True, maxlength=16,
+                training={"output_dir": str(tmp_path), "save_strategy": "steps", "save_steps": 2, "max_steps": 2,
+                          "disable_tqdm": True})
+    fine_tune(start(spec, Hardware()))
+    other = evolve(spec, checkpoint=True, training={**spec.training, "learning_rate": 1e-3})
+    with pytest.raises(SpecError, match="checkpoint-2 belongs to another run"):
+        fine_tune(start(other, Hardware()))
+    longer = evolve(spec, checkpoint=True, training={**spec.training, "max_steps": 4})  # going on is resuming
+    assert [e["step"] for e in fine_tune(start(longer, Hardware())).log_history][-1] == 4

@@ -161,7 +161,17 @@ def answer_loss(model, inputs: dict) -> tuple[torch.Tensor, Any]:
 LOSS_RECORD = "pipeline_loss"
 """In each checkpoint's trainer state (``stateful_callbacks``, written with it, so a checkpoint complete
 enough to resume from has it): the step and the sum of the step losses up to it, so a resumed run
-reports ``train_loss`` over all its steps (the Trainer's covers only the steps since it resumed)."""
+reports ``train_loss`` over all its steps (the Trainer's covers only the steps since it resumed); and
+the run's lineage (`runs.lineage`), so a checkpoint resumes only the run it belongs to."""
+
+
+def checkpoint_record(folder: str | Path) -> dict:
+    """`LOSS_RECORD` of a checkpoint folder (empty when it has none: written by an earlier version)."""
+    try:
+        state = json.loads((Path(folder) / "trainer_state.json").read_text())
+        return dict(state["stateful_callbacks"][LOSS_RECORD])
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
 
 
 class Trainer(transformers.Trainer):
@@ -171,15 +181,16 @@ class Trainer(transformers.Trainer):
 
     earlier = (0, 0.0)
     """(step, sum of step losses) of the checkpoint this session resumed from."""
+    lineage: str | None = None
+    """The run's `runs.lineage`, written into each checkpoint."""
 
     def train(self, resume_from_checkpoint=None, **kwargs):
         self.earlier = (0, 0.0)
         if isinstance(resume_from_checkpoint, str):
-            try:
-                state = json.loads((Path(resume_from_checkpoint) / "trainer_state.json").read_text())
-                saved = state["stateful_callbacks"][LOSS_RECORD]
+            saved = checkpoint_record(resume_from_checkpoint)
+            if "loss_sum" in saved:
                 self.earlier = (int(saved["step"]), float(saved["loss_sum"]))
-            except (OSError, ValueError, KeyError, TypeError):
+            else:
                 log.info("%s has no loss record: train_loss covers the resumed steps only", resume_from_checkpoint)
         result = super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
         step, total = self.earlier
@@ -209,7 +220,8 @@ class Trainer(transformers.Trainer):
 
     def _save_checkpoint(self, model, trial):
         total = self.earlier[1] + self._total_loss_scalar + float(self._tr_loss)
-        self.state.stateful_callbacks[LOSS_RECORD] = {"step": self.state.global_step, "loss_sum": total}
+        self.state.stateful_callbacks[LOSS_RECORD] = {"step": self.state.global_step, "loss_sum": total,
+                                                      "lineage": self.lineage}
         super()._save_checkpoint(model, trial)
 
     def _get_train_sampler(self, train_dataset=None):

@@ -145,10 +145,12 @@ def _train(
         folder = Path(output or parent / identity)
     else:
         folder = Path(spec.training.get("output_dir") or Path("runs") / identity)
-    guard(folder, identity, force)
+    removed = guard(folder, identity, force)
     spec = evolve(spec, training={**spec.training, "output_dir": str(folder)})
     if _main_process() and logging.getLogger("pipeline").isEnabledFor(logging.INFO):
         typer.echo(f"run {identity} -> {folder}", err=True)
+        if removed:
+            typer.echo(f"note: --force: removed {', '.join(removed)} of the run that was in {folder}", err=True)
         for note in planned_run.notes:  # what fell back or is ignored, as `pipeline plan` says it
             typer.echo(f"note: {note}", err=True)
         saved, _ = checkpoints(folder)

@@ -17,7 +17,7 @@ from .derive import Plan
 from .errors import SpecError
 from .specs import Spec, _kind
 
-__all__ = ["find_runs", "flatten", "guard", "is_adapter", "merge_dir", "merged", "run_id", "spec_document", "write_run"]
+__all__ = ["find_runs", "flatten", "guard", "is_adapter", "lineage", "merge_dir", "merged", "run_id", "spec_document", "write_run"]
 
 
 def _plain(value: Any) -> Any:
@@ -41,12 +41,9 @@ def spec_document(spec: Spec) -> dict[str, Any]:
     return {name: _plain(value) for name, value in spec}
 
 
-def run_id(spec: Spec, plan: Plan) -> str:
-    """Short content hash of the normalised spec (data files by content) and its plan.
-
-    Where the run is written (``output_dir``) and whether it resumes (``checkpoint``)
-    do not change what it is, so they are left out.
-    """
+def _identifying(spec: Spec) -> dict[str, Any]:
+    """The spec as plain data without where the run is written (``output_dir``) and whether it resumes
+    (``checkpoint``), which do not change what it is; data files by content."""
     document = spec_document(spec)
     del document["checkpoint"]
     document["training"].pop("output_dir", None)
@@ -54,6 +51,32 @@ def run_id(spec: Spec, plan: Plan) -> str:
         path = document[name]
         if isinstance(path, str) and Path(path).is_file():
             document[name] = {"file": path, "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest()}
+    return document
+
+
+UNTIL = ("max_steps", "num_train_epochs", "save_steps", "save_strategy", "save_total_limit", "logging_steps",
+         "logging_strategy", "logging_first_step", "eval_steps", "eval_strategy", "eval_on_start", "disable_tqdm",
+         "report_to", "per_device_eval_batch_size")
+"""Training settings a resumed run may change: how long it goes on, and how it saves and reports."""
+
+
+def lineage(spec: Spec) -> str:
+    """Short hash of what makes the steps of a run what they are (model, data, every training setting but
+    `UNTIL`): a checkpoint resumes only into a run of the same lineage."""
+    document = _identifying(spec)
+    for key in UNTIL:
+        document["training"].pop(key, None)
+    document.pop("validation", None)
+    return hashlib.sha256(json.dumps(document, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def run_id(spec: Spec, plan: Plan) -> str:
+    """Short content hash of the normalised spec (data files by content) and its plan.
+
+    Where the run is written (``output_dir``) and whether it resumes (``checkpoint``)
+    do not change what it is, so they are left out.
+    """
+    document = _identifying(spec)
     planned = plan.model_dump(mode="json")
     planned["training_args"].pop("output_dir", None)
     planned["provenance"].pop("training_args.output_dir", None)
@@ -61,12 +84,23 @@ def run_id(spec: Spec, plan: Plan) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
-def guard(folder: Path, identity: str, force: bool = False) -> None:
+def guard(folder: Path, identity: str, force: bool = False) -> list[str]:
     """Refuse to train into ``folder`` when it holds a run of a different spec, or files that are no run's
-    (checkpoints of an interrupted run are), unless forced."""
+    (checkpoints of an interrupted run are), unless forced. Forced over another run: its checkpoints are
+    removed (a later resume would take them for this run's); returns their names."""
     marker = folder / "run.json"
-    if force or not folder.is_dir():
-        return
+    if not folder.is_dir():
+        return []
+    if force:
+        held = json.loads(marker.read_text()).get("id") if marker.is_file() else None
+        if held == identity:
+            return []
+        import shutil
+
+        removed = sorted(folder.glob("checkpoint-*"))
+        for checkpoint in removed:
+            shutil.rmtree(checkpoint, ignore_errors=True)
+        return [c.name for c in removed]
     if not marker.is_file():
         others = sorted(p.name for p in folder.iterdir() if not p.name.startswith("checkpoint-"))
         if others:
@@ -75,13 +109,14 @@ def guard(folder: Path, identity: str, force: bool = False) -> None:
                 "holds no run; training there would mix your files with the run's. Choose another output, or pass "
                 "--force to train there anyway"
             )
-        return
+        return []
     held = json.loads(marker.read_text()).get("id")
     if held != identity:
         raise SpecError(
             f"output: {folder} holds run {held}, from a different spec (this one is run {identity}); "
             "resuming it would mix the two. Choose another output, or pass --force to train over it"
         )
+    return []
 
 
 def write_run(folder: Path, identity: str, run: Any) -> None:

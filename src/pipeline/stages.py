@@ -352,22 +352,34 @@ def _problem(labels: data.Labels | None) -> str | None:
     return labels.problem_type if labels else None
 
 
-def _checkpoint(checkpoint: str | bool | None, output_dir: str) -> str | None:
+def _checkpoint(checkpoint: str | bool | None, output_dir: str, lineage: str | None = None) -> str | None:
     """The checkpoint to resume from: ``True`` means the latest *complete* one in ``output_dir``.
 
     A run killed while writing a checkpoint leaves it without a readable trainer state
     (the Trainer writes that last); such a folder is skipped. No complete checkpoint:
-    training starts from the beginning.
+    training starts from the beginning. Raises `SpecError` for a checkpoint of another run
+    (a lineage other than ``lineage``: another model, data or training setting).
     """
     if checkpoint is not True:
-        return checkpoint or None
-    complete, incomplete = checkpoints(output_dir)
-    for folder in incomplete:
-        log.warning("skipping %s: incomplete (no readable trainer_state.json)", folder)
-    if not complete:
-        log.info("no complete checkpoint in %s; training from the start", output_dir)
-        return None
-    return str(complete[-1])
+        found = checkpoint or None
+    else:
+        complete, incomplete = checkpoints(output_dir)
+        for folder in incomplete:
+            log.warning("skipping %s: incomplete (no readable trainer_state.json)", folder)
+        if not complete:
+            log.info("no complete checkpoint in %s; training from the start", output_dir)
+            return None
+        found = str(complete[-1])
+    from ._trainer import checkpoint_record
+
+    theirs = checkpoint_record(found).get("lineage") if found else None
+    if found and lineage and theirs and theirs != lineage:
+        raise SpecError(
+            f"checkpoint: {found} belongs to another run (lineage {theirs}; this spec's is {lineage}: another "
+            "model, data or training setting); resuming from it would train that run under this one's name. "
+            "Train into another folder, remove the checkpoint, or set checkpoint: false to start over"
+        )
+    return found
 
 
 def checkpoints(output_dir: str | Path) -> tuple[list[Path], list[Path]]:
@@ -422,11 +434,15 @@ def train(run: Run) -> Run:
         **distilling,
     )
     quiet_progress(trainer)
+    if args.output_dir:
+        from .runs import lineage
+
+        trainer.lineage = lineage(spec)
+    checkpoint = _checkpoint(spec.checkpoint, args.output_dir, trainer.lineage)
+    if checkpoint:
+        notice.info("resuming from %s", checkpoint)
     _take(run, "train")
     try:
-        checkpoint = _checkpoint(spec.checkpoint, args.output_dir)
-        if checkpoint:
-            notice.info("resuming from %s", checkpoint)
         with stop.installed(), frozen_heap():
             result = trainer.train(resume_from_checkpoint=checkpoint)
     except BaseException:
