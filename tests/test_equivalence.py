@@ -245,3 +245,39 @@ def test_a_run_a_stage_changed_in_place_is_refused_by_the_next_with_the_way_to_b
                 for lr in (1e-2, 1e-3)]
     assert [adapters(b) for b in branches] == [layers, layers]  # one set of adapters each, none stacked
     assert train(branches[0]).metrics["train_loss"] > 0  # a returned run is fresh: training goes on from it
+
+
+# -- padding side ---------------------------------------------------------------------------
+
+
+def _qa(models, side):
+    tokenizer = transformers.AutoTokenizer.from_pretrained(models["bert"])
+    tokenizer.padding_side = side
+    model = transformers.AutoModelForQuestionAnswering.from_pretrained(models["bert"])
+    spec = Spec(base=(model, tokenizer), task="question-answering", train=questions(96), validation=questions(24, 1),
+                maxlength=32, stride=8, training={"learning_rate": 3e-3, "num_train_epochs": 6, "logging_strategy": "no",
+                                                  "per_device_train_batch_size": 16, "disable_tqdm": True})
+    return fine_tune(start(spec, CPU))
+
+
+def test_question_answering_with_left_padding_labels_scores_and_predicts_as_right_padding(models):
+    """A left-padding tokenizer puts the context first (txtai's rule); the labels must still point at the
+    answer after the collator pads (they pointed at [PAD]), and evaluation and predict must agree."""
+    from pipeline import evaluate, predict
+    from pipeline.data import encode
+    from pipeline.stages import collator
+
+    runs = {side: _qa(models, side) for side in ("left", "right")}
+    for side, run in runs.items():
+        encoded = encode(run.train_data, run.spec, run.tokenizer, 32)
+        batch = collator(run.spec.task, run.tokenizer, run.model)([encoded[i] for i in range(16)])
+        spans = [run.tokenizer.decode(ids[s : e + 1]).strip()
+                 for ids, s, e in zip(batch["input_ids"], batch["start_positions"], batch["end_positions"])]
+        colors = {"red", "blue", "green", "black", "white", "yellow", "[CLS]"}
+        assert set(spans) <= colors, f"{side}: labelled spans {set(spans) - colors}"
+        assert run.metrics["eval_exact_match"] >= 0.9, side
+        rows = questions(24, 1)
+        said = predict(run, [(r["question"], r["context"]) for r in rows])
+        assert sum(p["answer"] == r["answers"]["text"][0] for p, r in zip(said, rows)) >= 22, side
+        scored = evaluate(run, rows)
+        assert scored["eval_exact_match"] == pytest.approx(run.metrics["eval_exact_match"]), side

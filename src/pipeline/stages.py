@@ -324,6 +324,11 @@ def collator(task: str, tokenizer: Any, model: Any, seed: int = 42) -> Any:
         return transformers.DataCollatorForLanguageModeling(tokenizer, mlm=False)
     if task == "sequence-sequence":
         return transformers.DataCollatorForSeq2Seq(tokenizer, model=model)
+    if task == "question-answering" and tokenizer.padding_side != "right":
+        # Answer positions count from each window's first token: padding goes after it, whatever side
+        # the tokenizer pads (left padding shifted every label onto other tokens, or onto [PAD]).
+        tokenizer = copy.copy(tokenizer)
+        tokenizer.padding_side = "right"
     return transformers.DataCollatorWithPadding(tokenizer)
 
 
