@@ -281,3 +281,81 @@ def test_question_answering_with_left_padding_labels_scores_and_predicts_as_righ
         assert sum(p["answer"] == r["answers"]["text"][0] for p, r in zip(said, rows)) >= 22, side
         scored = evaluate(run, rows)
         assert scored["eval_exact_match"] == pytest.approx(run.metrics["eval_exact_match"]), side
+
+
+# -- inference = training -------------------------------------------------------------------
+
+
+def trained(models, task, rows, validation, steps=-1, **fields):
+    name, _, extra = JOBS[task]
+    spec = Spec(base=models[name], task=task, train=rows, validation=validation, **{"maxlength": 32, **extra, **fields},
+                training={"learning_rate": 3e-3, "num_train_epochs": 6, "max_steps": steps,
+                          "per_device_train_batch_size": 16, "logging_strategy": "no", "disable_tqdm": True})
+    return fine_tune(start(spec, CPU))
+
+
+DETERMINISTIC = {  # the masked-LM tasks draw new masks at each evaluation: their losses differ by draw
+    "text-classification": (sentiment(160), sentiment(32, 1)),
+    "question-answering": (questions(160), questions(32, 1)),
+    "sequence-sequence": ([{"source": t, "target": t} for t in sentences(160)],
+                          [{"source": t, "target": t} for t in sentences(32, 1)]),
+    "language-generation": ([{"text": t} for t in sentences(160)], [{"text": t} for t in sentences(32, 1)]),
+}
+
+
+@pytest.mark.parametrize("task", list(DETERMINISTIC))
+def test_evaluate_of_a_trained_run_reports_the_trainers_final_metrics(models, task, tmp_path):
+    """The same data prepared the same way (length, windows, prefix) scores the same."""
+    from pipeline import evaluate
+
+    rows, validation = DETERMINISTIC[task]
+    run = trained(models, task, rows, validation, maxlength=None if task == "text-classification" else 32)
+    scored = evaluate(run, validation)
+    compared = [k for k in run.metrics if k.startswith("eval_") and not k.endswith(("runtime", "per_second"))]
+    assert len(compared) >= 2, compared
+    for key in compared:
+        assert scored[key] == pytest.approx(run.metrics[key], rel=1e-5), key
+
+
+def test_predict_prepares_inputs_as_training_did(models):
+    """Sequence to sequence: the spec's prefix; classification: the run's maxlength; question answering:
+    strided windows over a context longer than the model's positions, the answer found in a later one."""
+    import random
+
+    from pipeline import predict
+
+    from datasets import Dataset
+
+    from pipeline.data import encode
+
+    copy = trained(models, "sequence-sequence", *DETERMINISTIC["sequence-sequence"], steps=1, prefix="copy: ")
+    texts = [t + " and the hat is red" * 4 for t in sentences(3, 5)]  # longer than maxlength 32
+    seen = []
+    hook = copy.model.get_encoder().register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append(kwargs["input_ids"][0].tolist()), with_kwargs=True)
+    try:
+        predict(copy, texts)
+    finally:
+        hook.remove()
+    rows = Dataset.from_list([{"source": t, "target": t} for t in texts])
+    assert seen == encode(rows, copy.spec, copy.tokenizer, 32)["input_ids"]  # prefixed, cut at 32
+
+    classify = trained(models, "text-classification", *DETERMINISTIC["text-classification"], maxlength=12)
+    long = "the car was good " + "and the hat was terrible " * 20
+    seen.clear()
+    hook = classify.model.bert.embeddings.word_embeddings.register_forward_pre_hook(
+        lambda module, args: seen.append(args[0][0].tolist()))
+    try:
+        predict(classify, [long])
+    finally:
+        hook.remove()
+    assert seen == [classify.tokenizer(long, truncation=True, max_length=12)["input_ids"]]
+
+    answer = trained(models, "question-answering", *DETERMINISTIC["question-answering"], stride=8)
+    rnd, items, truth = random.Random(3), [], []
+    for row in questions(20, 7):
+        filler = " ".join(rnd.choice(["car", "house", "door", "ball", "hat", "boat"]) for _ in range(150))
+        items.append((row["question"], f"{filler} . {row['context']}"))
+        truth.append(row["answers"]["text"][0])
+    said = predict(answer, items)  # 150 words of filler: past the model's 128 positions
+    assert sum(p["answer"] == t for p, t in zip(said, truth)) >= 16

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Windows", "best_span", "default_metrics", "perplexity", "predicted_ids"]
+__all__ = ["Windows", "best_answers", "best_span", "default_metrics", "perplexity", "predicted_ids"]
 
 LONGEST_ANSWER = 30
 """Tokens in the longest answer span considered (SQuAD's reference scripts use 30)."""
@@ -118,26 +118,34 @@ def best_span(start: Any, end: Any, context: Any, cls: int) -> tuple[int, int, f
     return first, last, float(scores[first, last]), null
 
 
-def _squad(prediction: Any, windows: Windows) -> dict[str, float]:
-    """SQuAD (v2 when some questions have no answer) exact match and F1 per question: the best span
-    over its windows, or no answer where CLS scores higher than every span (the least no-answer
-    score of its windows, as the reference post-processing does)."""
-    starts, ends = prediction.predictions[:2]
-    best: dict[int, tuple[float, str]] = {}
-    null: dict[int, float] = {}
+def best_answers(starts: Any, ends: Any, windows: Windows) -> list[tuple[str, int, float]]:
+    """Per example: its answer (``""`` for none), the window it comes from and its score (start + end
+    logit): the best span over its windows, or no answer where CLS scores higher than every span (the
+    least no-answer score of its windows, as SQuAD's reference post-processing does)."""
+    best: dict[int, tuple[float, int, str]] = {}
+    null: dict[int, tuple[float, int]] = {}
     for i, example in enumerate(windows.example):
         offsets = windows.offsets[i]
         n = len(offsets)
         context = [o is not None for o in offsets]
         first, last, score, none = best_span(starts[i][:n], ends[i][:n], context, windows.cls[i])
-        null[example] = min(null.get(example, math.inf), none)
-        if first >= 0 and score > best.get(example, (-math.inf, ""))[0]:
-            text = windows.contexts[example][offsets[first][0] : offsets[last][1]]
-            best[example] = (score, text)
+        if none < null.get(example, (math.inf, -1))[0]:
+            null[example] = (none, i)
+        if first >= 0 and score > best.get(example, (-math.inf, -1, ""))[0]:
+            best[example] = (score, i, windows.contexts[example][offsets[first][0] : offsets[last][1]])
+    found = []
+    for example in range(len(windows.contexts)):
+        score, window, text = best.get(example, (-math.inf, -1, ""))
+        none, none_window = null.get(example, (math.inf, -1))
+        found.append((text, window, score) if score > none else ("", none_window, none))
+    return found
+
+
+def _squad(prediction: Any, windows: Windows) -> dict[str, float]:
+    """SQuAD (v2 when some questions have no answer) exact match and F1 per question, of `best_answers`."""
+    starts, ends = prediction.predictions[:2]
     exact, f1 = [], []
-    for example, answers in enumerate(windows.answers):
-        score, text = best.get(example, (-math.inf, ""))
-        answer = text if score > null.get(example, math.inf) else ""
+    for (answer, _, _), answers in zip(best_answers(starts, ends, windows), windows.answers):
         exact.append(max(float(_normal(answer) == _normal(a)) for a in answers))
         f1.append(max(_f1(answer, a) for a in answers))
     return {"exact_match": sum(exact) / len(exact) if exact else 0.0, "f1": sum(f1) / len(f1) if f1 else 0.0}

@@ -9,6 +9,7 @@ and runs them. Inputs are texts, or for question answering ``(question, context)
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ GENERATED_TOKENS = 32
 """New tokens generated per input (language generation, sequence to sequence)."""
 
 
-def predict(run: Any, inputs: list[Any], task: str | None = None) -> list[dict[str, Any]]:
+def predict(run: Any, inputs: list[Any], task: str | None = None, hardware: Any = None) -> list[dict[str, Any]]:
     """One prediction per input, by task:
 
     - text-classification: ``label`` and ``score``, with ``scores`` of every label (multi-label:
@@ -32,27 +33,51 @@ def predict(run: Any, inputs: list[Any], task: str | None = None) -> list[dict[s
     - question-answering: ``answer`` (``""`` for no answer) and ``score``
     - token-detection: ``tokens``, each with the probability it was ``replaced``
 
-    ``run`` is a trained `Run` or a run folder (``task`` then comes from its spec.yaml).
+    ``run`` is a trained `Run` or a run folder (``task`` then comes from its spec.yaml). Inputs are
+    prepared as the run's training prepared its data: its ``prefix``, its ``maxlength``, and for
+    question answering its strided windows over a long context. A folder's model goes to the GPU
+    where ``hardware`` (default: this machine) has one.
     """
     import torch
 
-    model, tokenizer, task = _model(run, task)
+    model, tokenizer, document, length = _prepared(run, task, hardware)
     model.eval()
     with torch.no_grad():
-        return [_one(task, model, tokenizer, item) for item in inputs]
+        if document["task"] == "question-answering":
+            return _answers(model, tokenizer, document, length, inputs)
+        return [_one(document, model, tokenizer, length, item) for item in inputs]
 
 
 SPEC_FIELDS = ("task", "columns", "maxlength", "stride", "prefix", "merge", "metrics")
-"""What evaluation takes from the run's spec: how its data is read and scored."""
+"""What evaluation and predict take from the run's spec: how its data is read and scored."""
 
 
-def evaluate(run: Any, source: Any, task: str | None = None) -> dict[str, float]:
+def _prepared(run: Any, task: str | None, hardware: Any) -> tuple[Any, Any, dict[str, Any], int]:
+    """The run's model and tokenizer, the spec fields that say how its inputs were prepared
+    (`SPEC_FIELDS`, with the task, and the plan's evaluation batch size) and the length training cut
+    them to (`stages.maxlength`)."""
+    from ._frozen import thaw
+    from .stages import maxlength
+
+    if hasattr(run, "spec"):
+        document, planned = {k: thaw(v) for k, v in run.spec if k in SPEC_FIELDS}, run.plan.model_dump(mode="json")
+    else:
+        found = _spec_document(run, required=task is None)
+        document, planned = {k: v for k, v in found.items() if k in SPEC_FIELDS}, _plan(run)
+    model, tokenizer, task = _model(run, task or document.get("task"), hardware)
+    document["task"] = task
+    document["eval_batch"] = (planned.get("training_args") or {}).get("per_device_eval_batch_size")
+    return model, tokenizer, document, maxlength(document.get("maxlength"), planned.get("maxlength"), tokenizer,
+                                                 [model.config])
+
+
+def evaluate(run: Any, source: Any, task: str | None = None, hardware: Any = None) -> dict[str, float]:
     """``eval_loss`` and the task's metrics (or the run's own ``metrics`` function) of a trained run on
-    ``source`` (a data file, rows, a DataFrame or a Dataset with the columns it trained on).
+    ``source`` (a data file, rows, a DataFrame or a Dataset with the columns it trained on), its data
+    prepared as training prepared it (the same length, windows and prefix).
 
     Raises `DataError` for data the run cannot read (missing columns, labels it does not know).
     """
-    from ._frozen import thaw
     from ._metrics import perplexity
     from ._trainer import Arguments, Trainer, quiet_progress
     from .data import encode, problems, read
@@ -60,12 +85,9 @@ def evaluate(run: Any, source: Any, task: str | None = None) -> dict[str, float]
     from .specs import Spec
     from .stages import collator, scoring
 
-    if hasattr(run, "spec"):
-        document = {k: thaw(v) for k, v in run.spec if k in SPEC_FIELDS}
-    else:
-        document = {k: v for k, v in _spec_document(run).items() if k in SPEC_FIELDS}
-    model, tokenizer, task = _model(run, task or document.get("task"))
-    spec = Spec(**{**document, "task": task, "base": "run", "train": source})
+    model, tokenizer, document, length = _prepared(run, task, hardware)
+    task, batch = document["task"], document.pop("eval_batch")
+    spec = Spec(**{**document, "base": "run", "train": source})
     dataset = read(spec.train, "data")
     found = problems(dataset, spec, "data")
     labels = None
@@ -73,10 +95,10 @@ def evaluate(run: Any, source: Any, task: str | None = None) -> dict[str, float]
         labels, dataset = _labels(model.config, dataset, spec, found)
     if found:
         raise DataError(found)
-    maxlength = spec.maxlength or min(getattr(tokenizer, "model_max_length", 512), 512)
-    encoded, scores = scoring(spec, labels, dataset, encode(dataset, spec, tokenizer, maxlength, labels, windows=True))
-    args = Arguments(output_dir="", report_to="none", per_device_eval_batch_size=16, disable_tqdm=True,
-                     use_cpu=str(model.device) == "cpu")
+    encoded, scores = scoring(spec, labels, dataset, encode(dataset, spec, tokenizer, length, labels, windows=True))
+    # the training's evaluation batch: a token loss is averaged per batch, so another size scores otherwise
+    args = Arguments(output_dir="", report_to="none", disable_tqdm=True, use_cpu=str(model.device) == "cpu",
+                     **({"per_device_eval_batch_size": batch} if batch else {}))
     trainer = Trainer(model=model, args=args, data_collator=collator(task, tokenizer, model),
                       processing_class=tokenizer, **scores)
     quiet_progress(trainer)
@@ -105,7 +127,7 @@ def _labels(config: Any, dataset: Any, spec: Any, found: list[str]) -> tuple[Any
 
 
 @hushed()
-def _model(run: Any, task: str | None) -> tuple[Any, Any, str]:
+def _model(run: Any, task: str | None, hardware: Any = None) -> tuple[Any, Any, str]:
     if hasattr(run, "model") and hasattr(run, "spec"):
         model = run.model.discriminator if run.spec.task == "token-detection" else run.model
         return model, run.tokenizer, task or run.spec.task
@@ -127,6 +149,10 @@ def _model(run: Any, task: str | None) -> tuple[Any, Any, str]:
     tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
     if tokenizer.pad_token is None and tokenizer.eos_token is not None:
         tokenizer.pad_token = tokenizer.eos_token
+    from .hardware import detect
+
+    if (hardware if hardware is not None else detect()).cuda:
+        model = model.to(f"cuda:{os.environ.get('LOCAL_RANK', '0')}")
     return model, tokenizer, task
 
 
@@ -135,8 +161,8 @@ def run_task(folder: str | Path) -> str:
     return _spec_document(folder)["task"]
 
 
-def _spec_document(folder: str | Path) -> dict[str, Any]:
-    """A run folder's spec.yaml, which names its task."""
+def _spec_document(folder: str | Path, required: bool = True) -> dict[str, Any]:
+    """A run folder's spec.yaml, which names its task (``{}`` where it has none and none is ``required``)."""
     import yaml
 
     try:
@@ -144,15 +170,27 @@ def _spec_document(folder: str | Path) -> dict[str, Any]:
     except (OSError, yaml.YAMLError):
         document = None
     if not isinstance(document, dict) or "task" not in document:
+        if not required:
+            return {}
         raise SpecError(f"predict: {str(folder)!r} has no spec.yaml to name its task; give a run folder")
     return document
 
 
-def _one(task: str, model: Any, tokenizer: Any, item: Any) -> dict[str, Any]:
-    if task == "question-answering":
-        return _answer(model, tokenizer, item)
+def _plan(folder: str | Path) -> dict[str, Any]:
+    """A run folder's plan.json (``{}`` where it has none)."""
+    try:
+        found = json.loads((Path(folder) / "plan.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
+def _one(document: dict[str, Any], model: Any, tokenizer: Any, length: int, item: Any) -> dict[str, Any]:
+    task = document["task"]
     texts = tuple(item) if isinstance(item, (list, tuple)) else (item,)
-    batch = tokenizer(*texts, truncation=True, return_tensors="pt").to(model.device)
+    if task == "sequence-sequence" and document.get("prefix"):  # as `data._sequences` prefixes each source
+        texts = (f"{document['prefix']}{texts[0]}", *texts[1:])
+    batch = tokenizer(*texts, truncation=True, max_length=length, return_tensors="pt").to(model.device)
     if task in ("language-generation", "sequence-sequence"):
         batch.pop("token_type_ids", None)
         out = model.generate(**batch, max_new_tokens=GENERATED_TOKENS, do_sample=False,
@@ -186,28 +224,46 @@ def _one(task: str, model: Any, tokenizer: Any, item: Any) -> dict[str, Any]:
     return {"input": item, "label": label, "score": scores[label], "scores": scores}
 
 
-def _answer(model: Any, tokenizer: Any, item: Any) -> dict[str, Any]:
-    """The likeliest span of the context (as training windows put it: second, or first for
-    left-padding tokenizers), or ``""`` where no answer scores higher; its probability."""
+def _answers(model: Any, tokenizer: Any, document: dict[str, Any], length: int, items: list[Any]
+             ) -> list[dict[str, Any]]:
+    """Each (question, context) cut into windows as training cut them (`data.encode`: its order, length
+    and stride), the best span over them as evaluation picks it (`_metrics.best_answers`), or ``""``
+    where no answer scores higher; its probability within its window."""
     import math
 
-    from ._metrics import best_span
-    from .data import cls_position
+    from datasets import Dataset
 
-    question, context = item
-    right = tokenizer.padding_side == "right"
-    batch = tokenizer(*((question, context) if right else (context, question)), truncation="only_second" if right
-                      else "only_first", return_offsets_mapping=True, return_tensors="pt")
-    offsets = batch.pop("offset_mapping")[0].tolist()
-    inside = [sequence == (1 if right else 0) for sequence in batch.sequence_ids(0)]
-    output = model(**batch.to(model.device))
-    start, end = output.start_logits[0].float(), output.end_logits[0].float()
-    ids = batch["input_ids"][0].tolist()
-    first, last, score, null = best_span(start.tolist(), end.tolist(), inside, cls_position(ids, tokenizer))
-    normal = float(start.logsumexp(-1) + end.logsumexp(-1))  # log of the softmax denominators
-    if first < 0 or null >= score:
-        return {"input": item, "answer": "", "score": math.exp(null - normal)}
-    return {"input": item, "answer": context[offsets[first][0] : offsets[last][1]], "score": math.exp(score - normal)}
+    from ._metrics import Windows, best_answers
+    from .data import WINDOW_COLUMNS, encode
+    from .specs import Spec
+    from .stages import collator
+
+    rows = [{"question": question, "context": context, "answers": None} for question, context in items]
+    fields = {k: v for k, v in document.items() if k != "eval_batch"}
+    spec = Spec(**{**fields, "columns": None, "base": "run", "train": rows})
+    encoded = encode(Dataset.from_list(rows), spec, tokenizer, length, windows=True)
+    windows = Windows(encoded["example"], encoded["cls"], encoded["offsets"], [r["context"] for r in rows],
+                      [("",)] * len(rows))
+    features = encoded.remove_columns([*WINDOW_COLUMNS, "start_positions", "end_positions"])
+    collate, starts, ends = collator("question-answering", tokenizer, model), [], []
+    for i in range(0, len(features), 16):
+        batch = collate([features[j] for j in range(i, min(i + 16, len(features)))]).to(model.device)
+        output = model(**batch)
+        starts += output.start_logits.float().cpu().tolist()
+        ends += output.end_logits.float().cpu().tolist()
+    found = []
+    for item, (answer, window, score) in zip(items, best_answers(starts, ends, windows)):
+        n = len(windows.offsets[window])
+        normal = _logsumexp(starts[window][:n]) + _logsumexp(ends[window][:n])  # the softmax denominators
+        found.append({"input": item, "answer": answer, "score": math.exp(score - normal)})
+    return found
+
+
+def _logsumexp(values: list[float]) -> float:
+    import math
+
+    top = max(values)
+    return top + math.log(sum(math.exp(v - top) for v in values))
 
 
 def read_inputs(path: str | Path, task: str) -> list[Any]:

@@ -300,12 +300,17 @@ def _count(model: Any) -> Parameters:
 
 
 def _maxlength(run: Run) -> int:
-    """The spec's ``maxlength``, else the plan's default within what the tokenizer and the model allow."""
-    if run.spec.maxlength:
-        return run.spec.maxlength
+    return maxlength(run.spec.maxlength, run.plan.maxlength, run.tokenizer, _configs(run.model))
+
+
+def maxlength(given: int | None, planned: int | None, tokenizer: Any, configs: list[Any]) -> int:
+    """The length texts are cut to: the spec's ``maxlength`` (``given``), else the plan's default within
+    what the tokenizer and the model allow. Training, evaluation and predict all take it from here."""
+    if given:
+        return given
     from .preflight import positions
 
-    limits = [run.plan.maxlength, run.tokenizer.model_max_length, *(positions(c) for c in _configs(run.model))]
+    limits = [planned, tokenizer.model_max_length, *(positions(c) for c in configs)]
     sane = [n for n in limits if isinstance(n, int) and 0 < n < 1_000_000]  # tokenizers say 1e30 for "no limit"
     return min(sane) if sane else 512
 
