@@ -197,3 +197,22 @@ def test_seq2seq_prefix_and_targets(models):
     encoded = data.encode(data.read(spec.train, "train"), spec, tokenizer, 64)
     assert tokenizer.decode(encoded["input_ids"][0], skip_special_tokens=True).strip() == "copy: the car"
     assert tokenizer.decode(encoded["labels"][0], skip_special_tokens=True).strip() == "the hat"
+
+
+def test_labels_mixing_numbers_and_words_are_refused_from_csv_as_from_json(tmp_path):
+    """Same data, same answer: a CSV reads "0", "1", "billing" as text; JSON lines keep 0 and 1 as ints."""
+    from pipeline.preflight import preflight
+
+    rows = [{"text": f"ticket {i}", "label": [0, 1, "billing", "refund", "login", "other"][i % 6]} for i in range(12)]
+    (tmp_path / "t.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "t.csv").write_text("text,label\n" + "".join(f"{r['text']},{r['label']}\n" for r in rows))
+    for name in ("t.jsonl", "t.csv"):
+        spec = Spec(base="m", train=str(tmp_path / name))
+        with pytest.raises(DataError, match=r"column 'label' mixes int|labels mix numbers and words \(train row 1: '0', train row 3"):
+            preflight(spec)
+
+
+def test_float_labels_of_only_0_and_1_are_not_silently_regression():
+    with pytest.raises(DataError, match="all 0.0 or 1.0.*give ints 0 and 1"):
+        data.labels([0.0, 1.0, 1.0], "column 'label'")
+    assert data.labels([0.0, 0.5, 1.0], "label") == data.Labels(1, "regression")

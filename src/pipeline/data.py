@@ -195,6 +195,21 @@ def labels(values: list[Any], field: str, where: Any = None) -> Labels:
             f"{next(v for v, k in zip(values, kinds) if k != kinds[0])!r}); use one kind of label for every row"
         )
     kind = kinds[0]
+    if kind == "string":  # a CSV reads a column of ints and words as text: the same mix JSON is refused for
+        numbers = [i for i, v in enumerate(values) if v.strip().lstrip("-").isdigit()]
+        if numbers and len(numbers) < len(values):
+            word = next(i for i, v in enumerate(values) if not v.strip().lstrip("-").isdigit())
+            raise DataError(
+                f"{field}: labels mix numbers and words ({where(numbers[0])}: {values[numbers[0]]!r}, "
+                f"{where(word)}: {values[word]!r}); use one kind of label for every row (all names, or all ids)"
+            )
+    if kind == "float" and set(values) <= {0.0, 1.0}:
+        row = next(i for i, v in enumerate(values) if isinstance(v, float))
+        raise DataError(
+            f"{field}: labels are floats that are all 0.0 or 1.0 ({where(row)}: {values[row]!r}), which would be "
+            "read as a regression target; for two classes give ints 0 and 1 (a regression target is read as "
+            "one when its values are not all 0 and 1)"
+        )
     if kind == "vector":
         sizes = {len(v) for v in values}
         if len(sizes) > 1:
