@@ -1,5 +1,7 @@
 """The memory estimate: arithmetic on hand-worked configs, monotonic properties, fit and advice."""
 
+from pathlib import Path
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -235,3 +237,58 @@ def test_freed_memory_goes_back_to_the_os_only_when_memory_is_tight():
     assert plan(spec, Hardware(), None).lean_memory is False  # no estimate: speed first
     assert plan(lm(maxlength=16, lean_memory=True), Hardware(memory=need * 3), TINY).lean_memory is True
     assert plan(lm(maxlength=16, lean_memory=True), profile("cuda"), TINY).lean_memory is False
+
+
+def _parameters(config):
+    model = shape(config)
+    head = 0 if model.tied else model.vocab * model.hidden
+    return model.block_parameters() + model.other_parameters() + model.embedding_parameters() + head
+
+
+@pytest.mark.parametrize(("config", "published"), [
+    ({"model_type": "gemma", "vocab_size": 256000, "hidden_size": 3072, "intermediate_size": 24576,
+      "num_hidden_layers": 28, "num_attention_heads": 16, "num_key_value_heads": 16, "head_dim": 256}, 8.54e9),
+    ({"model_type": "qwen3", "vocab_size": 151936, "hidden_size": 1024, "intermediate_size": 3072,
+      "num_hidden_layers": 28, "num_attention_heads": 16, "num_key_value_heads": 8, "head_dim": 128,
+      "tie_word_embeddings": True}, 0.596e9),
+    ({"model_type": "mixtral", "vocab_size": 32000, "hidden_size": 4096, "intermediate_size": 14336,
+      "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8, "num_local_experts": 8,
+      "num_experts_per_tok": 2, "tie_word_embeddings": False}, 46.7e9),
+], ids=["gemma-7b head_dim", "qwen3-0.6b head_dim", "mixtral-8x7b experts"])
+def test_head_dim_and_experts_count_as_the_published_sizes(config, published):
+    assert _parameters(config) == pytest.approx(published, rel=0.02)
+
+
+def test_a_mixture_keeps_activations_of_the_experts_a_token_runs_through():
+    dense = {"model_type": "mixtral", "vocab_size": 1000, "hidden_size": 64, "intermediate_size": 128,
+             "num_hidden_layers": 2, "num_attention_heads": 4}
+    moe = {**dense, "num_local_experts": 8, "num_experts_per_tok": 2}
+    setup = Setup(task="language-generation", batch=4, tokens=32, lora_r=8, language_model=True)
+    one, two = memory(shape(dense), setup), memory(shape(moe), setup)
+    assert two.parts["activations"] > one.parts["activations"]  # two experts' MLPs a token, not one
+    assert shape(moe).block_parameters() > 5 * shape(dense).block_parameters()  # eight experts' MLPs
+    attention = 4 * 2 * 8 * (64 + 64) * 4  # q, k, v, o x 2 layers x r 8 x (in + out) x float32
+    assert two.parts["adapters"] == attention < one.parts["adapters"]  # all-linear: the experts are fused
+
+
+def test_a_regex_target_modules_is_resolved_as_peft_resolves_it(models):
+    """peft matches a string target_modules against each module's full name; count what it adapts."""
+    import json
+
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from pipeline.memory import _adapted
+
+    config = json.loads((Path(models["llama"]) / "config.json").read_text())
+    for regex in (r".*\.(q_proj|v_proj)", r".*mlp\..*_proj", r".*self_attn\.[qkvo]_proj"):
+        model = get_peft_model(AutoModelForCausalLM.from_pretrained(models["llama"]),
+                               LoraConfig(r=4, target_modules=regex))
+        adapted = sum(1 for name, _ in model.named_modules() if name.endswith(".lora_A"))
+        assert sum(n for *_, n in _adapted(shape(config), regex).values()) == adapted, regex
+
+
+def test_engines_the_estimate_does_not_model_are_named_and_fsdp_on_a_cpu_is_said():
+    spec = Spec(base="m", train=[{"text": "a", "label": 0}], training={"fsdp": "full_shard", "torch_compile": True})
+    notes = plan(spec, Hardware(processes=2)).notes
+    assert any("fsdp" in n and "plain DDP" in n for n in notes), notes

@@ -313,6 +313,7 @@ def plan(
         spec, hardware, (config, teacher), (training, quantization, lora, dtype), provenance, notes
     )
     lean = _lean_memory(spec, hardware, estimate, provenance)
+    notes += _engines(training, hardware, estimate is not None)
     return Plan(
         task=spec.task,
         hardware=hardware,
@@ -331,6 +332,20 @@ def plan(
         memory=estimate,
         notes=tuple(notes + _ignored(spec)),
     )
+
+
+def _engines(training: dict[str, Any], hardware: Hardware, estimated: bool) -> list[str]:
+    """What the plan says of the engines it does not model: the memory estimate is one plain process's,
+    and FSDP runs only on GPUs (on a CPU accelerate trains plain DDP, and says nothing)."""
+    notes = []
+    used = [key for key in ("deepspeed", "fsdp", "torch_compile") if training.get(key)]
+    if used and estimated:
+        notes.append(f"memory: the estimate does not model {', '.join(used)}: it is one plain process's")
+    if training.get("fsdp") and not hardware.cuda:
+        notes.append("training.fsdp: no CUDA here, and FSDP runs only on GPUs: this trains plain "
+                     f"{'DDP' if hardware.processes > 1 else 'single-process'} instead, each process holding the "
+                     "whole model")
+    return notes
 
 
 def _dtype(spec: Spec, lora: Any, quantization: Any, provenance: dict[str, Origin]) -> str:

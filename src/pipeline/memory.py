@@ -35,6 +35,7 @@ The constants are measured on real runs: ``bench/MEMORY.md`` holds the compariso
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -84,24 +85,51 @@ class Shape(Frozen):
     """The checkpoint's dtype: what transformers loads it in."""
     extra_embeddings: int = 0
     """Embedding rows beyond the vocabulary (learned positions, token types)."""
+    head_size: int | None = None
+    """``head_dim`` where the config gives one (Gemma, Qwen3: not hidden / heads)."""
+    experts: int = 0
+    """Mixture of experts: experts per layer (0: a dense MLP)."""
+    active_experts: int = 0
+    """Experts each token runs through."""
+    expert_intermediate: int | None = None
+    """An expert's MLP width (``moe_intermediate_size``; else ``intermediate``)."""
+    shared_intermediate: int = 0
+    """A shared expert's MLP width beside the routed ones (Qwen-MoE, DeepSeek)."""
 
     @property
     def head_dim(self) -> int:
-        return self.hidden // self.heads
+        return self.head_size or self.hidden // self.heads
+
+    @property
+    def active_intermediate(self) -> int:
+        """The MLP width one token runs through: its experts' and a shared expert's, else the MLP's."""
+        if not self.experts:
+            return self.intermediate
+        return self.active_experts * (self.expert_intermediate or self.intermediate) + self.shared_intermediate
 
     def linears(self) -> dict[str, tuple[int, int, int]]:
-        """The linear layers inside the blocks: name -> (in, out, how many)."""
-        kv = self.kv_heads * self.head_dim
+        """The linear layers inside the blocks: name -> (in, out, how many). Experts' MLPs count once per
+        expert; a mixture's router is ``router``, a shared expert's MLP ``shared_*``."""
+        kv, attention = self.kv_heads * self.head_dim, self.heads * self.head_dim
         found = {
-            "q": (self.hidden, self.hidden, self.layers + self.cross),
+            "q": (self.hidden, attention, self.layers + self.cross),
             "k": (self.hidden, kv, self.layers + self.cross),
             "v": (self.hidden, kv, self.layers + self.cross),
-            "o": (self.hidden, self.hidden, self.layers + self.cross),
-            "up": (self.hidden, self.intermediate, self.layers),
-            "down": (self.intermediate, self.hidden, self.layers),
+            "o": (attention, self.hidden, self.layers + self.cross),
         }
+        width, copies = (self.expert_intermediate or self.intermediate, self.experts) if self.experts else (
+            self.intermediate, 1)
+        found["up"] = (self.hidden, width, self.layers * copies)
+        found["down"] = (width, self.hidden, self.layers * copies)
         if self.gated:
-            found["gate"] = (self.hidden, self.intermediate, self.layers)
+            found["gate"] = (self.hidden, width, self.layers * copies)
+        if self.experts:
+            found["router"] = (self.hidden, self.experts, self.layers)
+        if self.shared_intermediate:
+            found["shared_up"] = (self.hidden, self.shared_intermediate, self.layers)
+            found["shared_down"] = (self.shared_intermediate, self.hidden, self.layers)
+            if self.gated:
+                found["shared_gate"] = (self.hidden, self.shared_intermediate, self.layers)
         return found
 
     def block_parameters(self) -> int:
@@ -142,6 +170,10 @@ def shape(config: Mapping[str, Any]) -> Shape:
     activation = str(_first(config, "hidden_act", "activation_function", "feed_forward_proj", default=""))
     if not hidden or not layers:
         raise ValueError("config.json names no hidden size or layer count (hidden_size, num_hidden_layers)")
+    experts = _first(config, "num_local_experts", "num_experts", "n_routed_experts")
+    expert_width = _first(config, "moe_intermediate_size", "expert_intermediate_size")
+    shared = _first(config, "shared_expert_intermediate_size") or (
+        int(config.get("n_shared_experts") or 0) * int(expert_width or 0))
     return Shape(
         family=family,
         vocab=int(_first(config, "vocab_size", default=0)),
@@ -157,6 +189,11 @@ def shape(config: Mapping[str, Any]) -> Shape:
         dropout=any(float(config.get(name) or 0) > 0 for name in dropouts),
         dtype=str(_first(config, "dtype", "torch_dtype", default="float32")).removeprefix("torch."),
         extra_embeddings=(int(positions or 0) if learned else 0) + int(config.get("type_vocab_size") or 0),
+        head_size=int(config["head_dim"]) if config.get("head_dim") else None,
+        experts=int(experts or 0),
+        active_experts=int(_first(config, "num_experts_per_tok", "moe_topk", default=1 if experts else 0)),
+        expert_intermediate=int(expert_width) if experts and expert_width else None,
+        shared_intermediate=int(shared or 0) if experts else 0,
     )
 
 
@@ -289,11 +326,34 @@ ALIASES = {
 }
 
 
+ALIASES.update({"shared_" + key: names for key, names in list(ALIASES.items()) if key in ("up", "gate", "down")})
+ALIASES["router"] = ("gate", "router")
+
+MODULE_PATHS = {
+    "attention": ("model.layers.0.self_attn.{}", "model.decoder.layers.0.self_attn.{}", "transformer.h.0.attn.{}",
+                  "bert.encoder.layer.0.attention.self.{}", "bert.encoder.layer.0.attention.{}"),
+    "mlp": ("model.layers.0.mlp.{}", "model.layers.0.mlp.shared_expert.{}", "model.decoder.layers.0.{}",
+            "transformer.h.0.mlp.{}", "bert.encoder.layer.0.{}"),
+}
+"""Where the usual architectures keep their block linears: what a regex ``target_modules`` is matched
+against (peft matches it against each module's full name)."""
+
+
 def _adapted(model: Shape, targets: tuple[str, ...] | str) -> dict[str, tuple[int, int, int]]:
-    """The block linears LoRA adapts: all of them for ``all-linear``, else those a target names."""
+    """The block linears LoRA adapts: for ``all-linear`` every ``nn.Linear`` (a mixture's experts and
+    router are fused parameters in transformers 5, which peft leaves alone); for names those a target
+    names; for any other string, those whose usual full names the regex matches as a whole, as peft does."""
+    import re
+
     linears = model.linears()
-    if targets == "all-linear" or isinstance(targets, str):
+    if model.experts:
+        linears = {k: v for k, v in linears.items() if k in ("q", "k", "v", "o") or k.startswith("shared_")}
+    if targets == "all-linear":
         return linears
+    if isinstance(targets, str):
+        paths = lambda key: MODULE_PATHS["attention" if key in ("q", "k", "v", "o") else "mlp"]  # noqa: E731
+        return {key: shape for key, shape in linears.items()
+                if any(re.fullmatch(targets, path.format(alias)) for alias in ALIASES[key] for path in paths(key))}
     names = {t.split(".")[-1] for t in targets} | set(targets)
     return {key: shape for key, shape in linears.items() if names & set(ALIASES[key])}
 
@@ -301,7 +361,7 @@ def _adapted(model: Shape, targets: tuple[str, ...] | str) -> dict[str, tuple[in
 def _activations(model: Shape, setup: Setup, tokens: int) -> tuple[int, str]:
     """Bytes autograd keeps for the backward pass, and how they were counted."""
     size = _value_bytes(model, setup)
-    h, i, kv = model.hidden, model.intermediate, model.kv_heads * model.head_dim
+    h, i, kv = model.hidden, model.active_intermediate, model.kv_heads * model.head_dim
     # Per token per layer, in elements: the norms' inputs, the projections' inputs, q, k
     # and v, the attention output, and the MLP's inner activations (gated: gate, up, their
     # product and the activation function's output).
