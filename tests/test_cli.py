@@ -363,3 +363,21 @@ def test_a_checkpoint_of_another_lineage_is_refused(models, tmp_path):
         fine_tune(start(other, Hardware()))
     longer = evolve(spec, checkpoint=True, training={**spec.training, "max_steps": 4})  # going on is resuming
     assert [e["step"] for e in fine_tune(start(longer, Hardware())).log_history][-1] == 4
+
+
+def test_a_failing_trial_is_a_row_with_its_error_and_the_sweep_goes_on(spec_file, tmp_path):
+    out = pipeline("sweep", spec_file, "--grid", "maxlength=16,100000", "--output", tmp_path / "sweep",
+                   "--set", "training.max_steps=2")
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = list(csv.DictReader((tmp_path / "sweep" / "results.csv").open()))
+    assert [r["maxlength"] for r in rows] == ["16", "100000"]
+    assert rows[0]["eval_loss"] and not rows[0]["error"]
+    assert rows[1]["run"] == "-" and "100000" in rows[1]["error"]
+    assert "1 of 2 trials failed" in out.stderr and "best run by eval_loss" in out.stdout
+
+
+def test_a_field_in_both_grid_and_range_is_refused_up_front(spec_file, tmp_path):
+    out = pipeline("sweep", spec_file, "--search", "optuna", "--grid", "lora.r=2,4", "--range", "lora.r=2:8",
+                   "--output", tmp_path / "sweep")
+    assert out.returncode == 2 and "--grid and --range both vary lora.r" in out.stderr
+    assert not (tmp_path / "sweep").exists()

@@ -359,3 +359,19 @@ def test_predict_prepares_inputs_as_training_did(models):
         truth.append(row["answers"]["text"][0])
     said = predict(answer, items)  # 150 words of filler: past the model's 128 positions
     assert sum(p["answer"] == t for p, t in zip(said, truth)) >= 16
+
+
+def test_lean_memory_lasts_only_as_long_as_the_plans_that_ask_for_it(models):
+    """A lean run pins glibc's allocation threshold; the next run that is not lean gets it back."""
+    from pipeline import _cpu
+    from pipeline.stages import load
+
+    spec = spec_for(models, "text-classification", max_steps=1)
+    lean = start(evolve(spec, lean_memory=True), CPU)
+    assert lean.plan.lean_memory is True
+    load(lean)
+    assert _cpu._lean is True
+    assert start(spec, CPU).plan.lean_memory is False
+    load(start(spec, CPU))
+    assert _cpu._lean is False
+    assert _cpu.host_memory(False) is None  # nothing left to undo

@@ -251,6 +251,9 @@ def sweep(
         raise SpecError("sweep: nothing to vary; give --grid key=v1,v2 or (with --search random/optuna) --range key=low:high")
     if drawn and search is Search.grid:
         raise SpecError("--range draws values: add --search random or --search optuna (a grid takes --grid values)")
+    both = sorted(set(choices) & set(drawn))
+    if both:
+        raise SpecError(f"sweep: --grid and --range both vary {', '.join(both)}; give each field one of them")
     base = parse_settings(settings or [])
     metric = _sweep_metric(load_spec(spec, base), metric)  # before anything trains
     key = hashlib.sha256(json.dumps([str(spec), base, choices, search, str(ranges), trials, seed],
@@ -260,24 +263,37 @@ def sweep(
     rows: list[dict[str, Any]] = []
 
     def trial(values: dict[str, Any], callbacks: tuple[Any, ...] = ()) -> dict[str, Any]:
+        """One trial's row; a trial that fails is a row with its error, and the sweep goes on."""
         started = time.perf_counter()
-        identity, metrics = _trained(load_spec(spec, {**base, **values}), hardware, force, folder, callbacks)
+        try:
+            identity, metrics = _trained(load_spec(spec, {**base, **values}), hardware, force, folder, callbacks)
+        except Exception as e:  # noqa: BLE001  (an interrupt is no Exception: it stops the sweep)
+            error = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+            typer.echo(f"trial {values} failed: {error}", err=True)
+            rows.append({"run": "-", **values, "error": error, "seconds": round(time.perf_counter() - started, 1)})
+            return rows[-1]
         rows.append({"run": identity, **values, **_final(metrics), "seconds": round(time.perf_counter() - started, 1)})
         return rows[-1]
 
-    if search is Search.optuna:
-        _optuna(trial, choices, drawn, trials, seed, metric, maximize)
-    else:
-        for values in combinations(choices) if search is Search.grid else random_trials(choices, drawn, trials, seed):
-            trial(values)
+    try:
+        if search is Search.optuna:
+            _optuna(trial, choices, drawn, trials, seed, metric, maximize)
+        else:
+            for values in combinations(choices) if search is Search.grid else random_trials(choices, drawn, trials, seed):
+                trial(values)
+    finally:
+        if rows and _main_process():  # what finished is kept, also when the sweep is interrupted
+            _write_results(folder, rows)
     if not _main_process():
         return
     from .runs import plot_sweep
 
-    _write_results(folder, rows)
     plot_sweep(rows, [*choices, *drawn], metric, folder / "sweep.png", log={k for k, r in drawn.items() if r.log})
     typer.echo(_records(rows, _columns(rows)))
     scored = [r for r in rows if metric in r and not r.get("pruned")]
+    failed = sum(1 for r in rows if "error" in r)
+    if failed:
+        typer.echo(f"\n{failed} of {len(rows)} trials failed (their error is in the results)", err=True)
     if not scored:
         raise SpecError(f"--metric: no run reported {metric!r} (they reported {sorted(rows[0])})")
     best = (max if maximize else min)(scored, key=lambda r: r[metric])

@@ -123,8 +123,7 @@ def load(run: Run | Spec) -> Run:
     run = run if isinstance(run, Run) else start(run)
     spec = run.spec
     train_data, eval_data, labels = preflight(spec, run.plan)
-    if run.plan.lean_memory:
-        cpu.return_freed_memory()  # before loading: quantizing on load frees much of what it reads
+    cpu.host_memory(bool(run.plan.lean_memory))  # before loading: quantizing on load frees much of what it reads
 
     set_seed(_seed(run))  # before the model is created, so its new weights are reproducible
     tokenizer, model = _load_pretrained(run, labels)
