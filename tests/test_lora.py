@@ -86,3 +86,46 @@ def test_lean_dropout_on_a_peft_model_trains_saves_and_reloads(tmp_path):
     reloaded = AutoPeftModelForCausalLM.from_pretrained(tmp_path / "adapter").eval()
     with torch.no_grad():
         assert torch.allclose(model(input_ids=ids).logits, reloaded(input_ids=ids).logits, atol=1e-5)
+
+
+def test_a_bf16_input_is_kept_in_bf16_not_as_a_float32_copy(tmp_path):
+    """peft casts a bf16 input to lora_A's float32; the fused layer keeps the input it was given."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from pipeline._lora import lean_dropout
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=50, hidden_size=64, intermediate_size=128, num_hidden_layers=1,
+                         num_attention_heads=2)
+    model = LlamaForCausalLM(config).to(torch.bfloat16)
+    model = get_peft_model(model, LoraConfig(r=4, lora_dropout=0.1, target_modules=["q_proj", "v_proj"]))
+    for module in model.modules():  # peft keeps adapters in float32
+        if hasattr(module, "lora_A"):
+            for layer in (*module.lora_A.values(), *module.lora_B.values()):
+                layer.float()
+    assert lean_dropout(model) == 2
+    ids = torch.randint(0, 50, (2, 16))
+
+    def float32_inputs():
+        """float32 tensors of a layer input's size kept for the backward pass (the norms keep some)."""
+        saved = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+            loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        return sum(1 for t in saved if t.dtype == torch.float32 and t.numel() == 2 * 16 * 64)
+
+    ours = float32_inputs()
+    for module in model.modules():
+        if hasattr(module, "cast_input_dtype_enabled"):
+            module.cast_input_dtype_enabled = True  # peft's cast, as before
+    assert float32_inputs() == ours + 2  # a float32 copy for each of q_proj and v_proj
+    for module in model.modules():
+        if hasattr(module, "cast_input_dtype_enabled"):
+            module.cast_input_dtype_enabled = False
+    grads = {n: p.grad for n, p in model.named_parameters() if "lora_" in n}
+    assert all(g is not None and g.dtype == torch.float32 for g in grads.values())
+    assert all(g.abs().sum() > 0 for n, g in grads.items() if "lora_B" in n)  # lora_A's is 0 while B is 0
+    model.eval()
+    with torch.no_grad():
+        assert model(input_ids=ids).logits.dtype == torch.bfloat16  # eval: the plain linear, cast first
