@@ -22,7 +22,8 @@ def main() -> None:
 
     started = time.perf_counter()
     run = fine_tune(start(spec, hardware))  # evaluation reports accuracy and macro-F1 by default
-    print(f"\n{run.parameters}; trained in {time.perf_counter() - started:.0f} s")
+    seed = run.plan.training_args["seed"]
+    print(f"\n{run.parameters}; trained in {time.perf_counter() - started:.0f} s (seed {seed})")
     for name in ("train_loss", "eval_loss", "eval_accuracy", "eval_macro_f1", "train_samples_per_second"):
         print(f"  {name:<26} {run.metrics[name]:.4g}")
 
