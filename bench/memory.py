@@ -81,6 +81,8 @@ def spec_for(cell: dict, path: str):
     training = {"max_steps": STEPS, "per_device_train_batch_size": cell["batch"], "learning_rate": 1e-4,
                 "logging_strategy": "no", "disable_tqdm": True, "gradient_checkpointing": cell["checkpointing"],
                 **cell.get("training", {})}
+    if cell.get("dtype", "float32") != "float32":
+        cell = {**cell, "spec": {"dtype": cell["dtype"], **cell.get("spec", {})}}
     fields = dict(base=path, task=task, train=rows, maxlength=cell["seq"], lora=cell["way"] != "full" or None,
                   quantize=cell["way"] == "qlora" or None, quantize_on_cpu=cell["way"] == "qlora", training=training,
                   lean_memory=True)  # the estimate is of the lean peak; the default picks lean only when tight
@@ -155,6 +157,7 @@ def main() -> None:
     parser.add_argument("--ways", default=",".join(WAYS))
     parser.add_argument("--seqs", default="128,512")
     parser.add_argument("--checkpointing", default="false,true")
+    parser.add_argument("--dtypes", default="float32", help="the weights' dtypes (float32, bfloat16)")
     parser.add_argument("--batch", type=int, help="batch size for every model (default: per model)")
     parser.add_argument("--markdown", default=str(HERE / "MEMORY.md"), help="where the report goes")
     parser.add_argument("--out", default=str(HERE / "memory.json"), help="raw results (JSON lines)")
@@ -173,12 +176,13 @@ def main() -> None:
             for seq in dict.fromkeys(seqs):
                 for way in options.ways.split(","):
                     for checkpointing in (c == "true" for c in options.checkpointing.split(",")):
-                        cell = {"model": name, "way": way, "checkpointing": checkpointing, "seq": seq,
-                                "batch": options.batch or BATCH[name]}
-                        row = {**cell, **measure(cell, path)}
-                        print(json.dumps(row), flush=True)
-                        with out.open("a") as f:
-                            f.write(json.dumps(row) + "\n")
+                        for dtype in options.dtypes.split(","):
+                            cell = {"model": name, "way": way, "checkpointing": checkpointing, "seq": seq,
+                                    "batch": options.batch or BATCH[name], "dtype": dtype}
+                            row = {**cell, **measure(cell, path)}
+                            print(json.dumps(row), flush=True)
+                            with out.open("a") as f:
+                                f.write(json.dumps(row) + "\n")
     report([json.loads(line) for line in out.read_text().splitlines()], folder, options)
 
 
@@ -188,11 +192,12 @@ def report(rows: list[dict], folder: Path, options: argparse.Namespace) -> None:
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, {os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE') / 2**30:.0f} GiB, no GPU.",
         f"Command: `python -m bench.memory --models {options.models} --ways {options.ways} --seqs {options.seqs} "
-        f"--checkpointing {options.checkpointing}{f' --batch {options.batch}' if options.batch else ''}` "
+        f"--checkpointing {options.checkpointing}{f' --batch {options.batch}' if options.batch else ''}"
+        f"{f' --dtypes {options.dtypes}' if options.dtypes != 'float32' else ''}` "
         f"(raw rows: `{options.out}`).",
         "",
-        f"Each cell is its own process: {STEPS} training steps of fixed-length batches (random weights, float32,",
-        "AdamW). Measured = peak RSS minus the RSS just before `load` (libraries imported); estimated =",
+        f"Each cell is its own process: {STEPS} training steps of fixed-length batches (random weights, float32",
+        "unless the way says bfloat16, AdamW). Measured = peak RSS minus the RSS just before `load` (libraries imported); estimated =",
         "`pipeline.estimate(spec, Hardware())`. Error = estimate / measured - 1.",
         "",
         "| model | way | checkpointing | batch x seq | measured MB | estimated MB | error | attention | s |",
@@ -205,8 +210,10 @@ def report(rows: list[dict], folder: Path, options: argparse.Namespace) -> None:
         estimate = estimated(row, str(folder / row["model"]))["estimate_mb"]
         error = estimate / row["peak_mb"] - 1
         errors.append(error)
+        dtype = row.get("dtype", "float32")
         lines.append(
-            f"| {row['model']} | {row['way']} | {'on' if row['checkpointing'] else 'off'} | "
+            f"| {row['model']} | {row['way']}{f' ({dtype})' if dtype != 'float32' else ''} | "
+            f"{'on' if row['checkpointing'] else 'off'} | "
             f"{row['batch']} x {row['seq']} | {row['peak_mb']:.0f} | {estimate:.0f} | {error:+.0%} | "
             f"{row['attention']} | {row['seconds']:.0f} |"
         )
@@ -216,6 +223,7 @@ def report(rows: list[dict], folder: Path, options: argparse.Namespace) -> None:
               "every 2 ms after loading; on a CPU, quantizing holds the float checkpoint mapped while it loads):", "",
               "| model | checkpointing | seq | LoRA / full | QLoRA / LoRA | QLoRA / LoRA training |",
               "|---|---|---|---|---|---|"]
+    rows = [r for r in rows if r.get("dtype", "float32") == "float32"]
     by = {(r["model"], r["checkpointing"], r["seq"], r["way"]): r for r in rows}
     for model, checkpointing, seq in dict.fromkeys((r["model"], r["checkpointing"], r["seq"]) for r in rows):
         full, lora, qlora = (by.get((model, checkpointing, seq, w)) for w in WAYS)

@@ -32,8 +32,8 @@ def measure(job_name: str, data: Path, models: Path, repeats: int) -> list[dict[
     """In this process: fine_tune ``repeats + 1`` times, each split into its parts (seconds)."""
     import transformers
 
-    import pipeline.data
-    import pipeline.stages
+    import pipeline.io.data
+    import pipeline.training.stages
     from bench.jobs import JOBS, read
     from bench.worker import SEED, model_path
     from pipeline import Spec, fine_tune
@@ -51,8 +51,8 @@ def measure(job_name: str, data: Path, models: Path, repeats: int) -> list[dict[
                 spent[name] = spent.get(name, 0.0) + time.perf_counter() - started
         return wrapper
 
-    pipeline.stages._load_pretrained = timed("model load", pipeline.stages._load_pretrained)
-    pipeline.data.encode = timed("tokenizing", pipeline.data.encode)
+    pipeline.training.stages._load_pretrained = timed("model load", pipeline.training.stages._load_pretrained)
+    pipeline.io.data.encode = timed("tokenizing", pipeline.io.data.encode)
     transformers.Trainer._run_epoch = timed("steps", transformers.Trainer._run_epoch)
     spec = Spec(base=model_path(job, models), task=job.task, train=rows, maxlength=job.maxlength,
                 lora=job.lora or None,

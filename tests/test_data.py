@@ -6,7 +6,9 @@ import pandas as pd
 import pytest
 from datasets import Dataset
 
-from pipeline import DataError, Spec, data
+from pipeline import DataError, Spec
+
+from pipeline.io import data
 from pipeline.testing import questions, sentences
 
 ROWS = [{"text": "the car is red", "label": "positive"}, {"text": "the hat is blue", "label": "negative"}]
@@ -201,7 +203,7 @@ def test_seq2seq_prefix_and_targets(models):
 
 def test_labels_mixing_numbers_and_words_are_refused_from_csv_as_from_json(tmp_path):
     """Same data, same answer: a CSV reads "0", "1", "billing" as text; JSON lines keep 0 and 1 as ints."""
-    from pipeline.preflight import preflight
+    from pipeline.io.preflight import preflight
 
     rows = [{"text": f"ticket {i}", "label": [0, 1, "billing", "refund", "login", "other"][i % 6]} for i in range(12)]
     (tmp_path / "t.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))

@@ -109,7 +109,7 @@ def test_lora_dict_replaces_defaults_and_says_what_it_leaves_out():
 
 
 def test_a_dotted_lora_setting_keeps_the_seed_defaults_and_their_origin():
-    from pipeline.specs import LORA_DEFAULTS
+    from pipeline.core.spec import LORA_DEFAULTS
 
     p = plan(spec(lora={**LORA_DEFAULTS, "r": 8}), CPU)  # what `--set lora.r=8` gives inside `lora: true`
     assert p.provenance["lora.r"].source == "user"

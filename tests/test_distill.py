@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from pipeline import Hardware, Spec, SpecError, fine_tune, plan, start
-from pipeline._distill import sigmoid_kl, softmax_kl
+from pipeline.training.distill import sigmoid_kl, softmax_kl
 from pipeline.testing import questions, sentences, sentiment, truncated
 
 CPU = Hardware()

@@ -95,9 +95,9 @@ def test_two_accumulated_batches_of_8_step_as_one_batch_of_16(still, task, monke
     """The update and train_loss of 8 x 2 with accumulation equal those of one batch of 16 (transformers
     issue 47688: heads that average their own loss were scaled by the accumulation steps)."""
     if task in ("language-modeling", "token-detection"):
-        import pipeline.stages
+        import pipeline.training.stages
 
-        monkeypatch.setattr(pipeline.stages, "collator", lambda task, tokenizer, *_: EveryThirdMasked(tokenizer))
+        monkeypatch.setattr(pipeline.training.stages, "collator", lambda task, tokenizer, *_: EveryThirdMasked(tokenizer))
     whole, whole_loss = one_sgd_step(still, task, 16, 1)
     accumulated, accumulated_loss = one_sgd_step(still, task, 8, 2)
     for key in whole:
@@ -134,7 +134,7 @@ def test_which_heads_count_the_accumulated_items_as_the_library_does_today(still
     """`counts_items` reads a head's source; this checks it against what the head does with
     ``num_items_in_batch``. When transformers fixes issue 47688 (its heads divide by the items, or say
     ``accepts_loss_kwargs = False``), this fails: then the workaround in `_trainer` can go."""
-    from pipeline._trainer import counts_items
+    from pipeline.training.trainer import counts_items
 
     model = getattr(transformers, model_class).from_pretrained(still[name]).eval()
     tokenizer = transformers.AutoTokenizer.from_pretrained(still[name])
@@ -175,7 +175,7 @@ def test_resuming_from_any_checkpoint_gives_the_uninterrupted_run(models, tmp_pa
 SHARDS = """
 import json, os, sys
 import datasets, torch, transformers
-from pipeline._trainer import Arguments, Trainer
+from pipeline.training.trainer import Arguments, Trainer
 
 model = transformers.AutoModelForSequenceClassification.from_pretrained(sys.argv[1], num_labels=2)
 tokenizer = transformers.AutoTokenizer.from_pretrained(sys.argv[1])
@@ -264,8 +264,8 @@ def test_question_answering_with_left_padding_labels_scores_and_predicts_as_righ
     """A left-padding tokenizer puts the context first (txtai's rule); the labels must still point at the
     answer after the collator pads (they pointed at [PAD]), and evaluation and predict must agree."""
     from pipeline import evaluate, predict
-    from pipeline.data import encode
-    from pipeline.stages import collator
+    from pipeline.io.data import encode
+    from pipeline.training.stages import collator
 
     runs = {side: _qa(models, side) for side in ("left", "right")}
     for side, run in runs.items():
@@ -326,7 +326,7 @@ def test_predict_prepares_inputs_as_training_did(models):
 
     from datasets import Dataset
 
-    from pipeline.data import encode
+    from pipeline.io.data import encode
 
     copy = trained(models, "sequence-sequence", *DETERMINISTIC["sequence-sequence"], steps=1, prefix="copy: ")
     texts = [t + " and the hat is red" * 4 for t in sentences(3, 5)]  # longer than maxlength 32
@@ -363,8 +363,8 @@ def test_predict_prepares_inputs_as_training_did(models):
 
 def test_lean_memory_lasts_only_as_long_as_the_plans_that_ask_for_it(models):
     """A lean run pins glibc's allocation threshold; the next run that is not lean gets it back."""
-    from pipeline import _cpu
-    from pipeline.stages import load
+    from pipeline.training import host as _cpu
+    from pipeline.training.stages import load
 
     spec = spec_for(models, "text-classification", max_steps=1)
     lean = start(evolve(spec, lean_memory=True), CPU)

@@ -9,9 +9,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipeline import TASKS, DataError, Hardware, HardwareError, PipelineError, Spec, SpecError, fine_tune, plan, start
-from pipeline._fields import LORA_CONFIG, TRAINING_ARGUMENTS, TRAINING_CHOICES, TRAINING_TYPES
-from pipeline.specs import TRAINING_RANGES
-from pipeline.preflight import preflight
+from pipeline.core.fields import LORA_CONFIG, TRAINING_ARGUMENTS, TRAINING_CHOICES, TRAINING_TYPES
+from pipeline.core.spec import TRAINING_RANGES
+from pipeline.io.preflight import preflight
 from pipeline.testing import questions, sentiment
 
 CPU = Hardware()
@@ -143,8 +143,8 @@ def _out_of_range(name):
     return low - 1 if low_bracket == "[" else low
 
 
-for _name, _kind in TRAINING_TYPES.items():  # every numeric field: one value out of range, generated
-    if _kind.rstrip("?") in ("int", "float"):
+for _name, kind in TRAINING_TYPES.items():  # every numeric field: one value out of range, generated
+    if kind.rstrip("?") in ("int", "float"):
         CATALOGUE[f"training.{_name} out of range"] = (
             {"training": {_name: _out_of_range(_name)}}, SpecError, [f"training.{_name}: must be"]
         )
@@ -217,13 +217,13 @@ def typed(key):
 def test_only_documented_errors_escape_spec_plan_and_preflight(models, fields, hardware):
     """Random specs (training values of every field, typed and not) meet only our errors; what passes
     preflight also builds the real TrainingArguments."""
-    from pipeline._frozen import thaw
-    from pipeline._trainer import Arguments
+    from pipeline.core.frozen import thaw
+    from pipeline.training.trainer import Arguments
 
     try:
         spec = Spec(base=models["bert"], **fields)
         planned = plan(spec, hardware)
-        preflight(spec, planned if not hardware.accelerator else None)
+        preflight(spec, planned if not hardware.accelerator else None, Arguments)
     except PipelineError:
         return
     if not hardware.accelerator:

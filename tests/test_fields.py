@@ -4,8 +4,8 @@ import dataclasses
 import inspect
 
 from pipeline import Spec, plan, profile
-from pipeline._fields import BITS_AND_BYTES_CONFIG, LORA_CONFIG, TRAINING_ARGUMENTS
-from pipeline._frozen import thaw
+from pipeline.core.fields import BITS_AND_BYTES_CONFIG, LORA_CONFIG, TRAINING_ARGUMENTS
+from pipeline.core.frozen import thaw
 
 
 def test_field_lists_match_the_installed_libraries():
@@ -37,7 +37,7 @@ def test_training_types_and_choices_match_the_installed_transformers():
     from transformers.trainer_utils import HubStrategy, IntervalStrategy, SaveStrategy, SchedulerType
     from transformers.training_args import OptimizerNames, trainer_log_levels
 
-    from pipeline._fields import TRAINING_CHOICES, TRAINING_TYPES
+    from pipeline.core.fields import TRAINING_CHOICES, TRAINING_TYPES
 
     declared = {f.name: str(f.type).replace("<class '", "").replace("'>", "") for f in dataclasses.fields(TrainingArguments)}
     for name, kind in TRAINING_TYPES.items():

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from pipeline._lora import DropoutLinear, _Fused, _keep, lean_dropout
+from pipeline.training.lora import DropoutLinear, _Fused, _keep, lean_dropout
 
 
 def reference(x, weight, p, keep):
@@ -93,7 +93,7 @@ def test_a_bf16_input_is_kept_in_bf16_not_as_a_float32_copy(tmp_path):
     from peft import LoraConfig, get_peft_model
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from pipeline._lora import lean_dropout
+    from pipeline.training.lora import lean_dropout
 
     torch.manual_seed(0)
     config = LlamaConfig(vocab_size=50, hidden_size=64, intermediate_size=128, num_hidden_layers=1,

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline import Hardware, Spec, estimate, evolve, plan, profile, shape
-from pipeline.memory import GiB, MiB, OVERHEAD, Setup, memory
+from pipeline.core.memory import GiB, MiB, OVERHEAD, Setup, memory
 
 TINY = {  # a Llama-style model small enough to work out on paper
     "model_type": "llama", "vocab_size": 1000, "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
@@ -278,7 +278,7 @@ def test_a_regex_target_modules_is_resolved_as_peft_resolves_it(models):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from pipeline.memory import _adapted
+    from pipeline.core.memory import _adapted
 
     config = json.loads((Path(models["llama"]) / "config.json").read_text())
     for regex in (r".*\.(q_proj|v_proj)", r".*mlp\..*_proj", r".*self_attn\.[qkvo]_proj"):

@@ -8,7 +8,7 @@ import pytest
 from transformers import EvalPrediction
 
 from pipeline import Hardware, Spec, fine_tune, plan, start
-from pipeline._metrics import Windows, best_span, default_metrics, perplexity, predicted_ids
+from pipeline.tasks.metrics import Windows, best_span, default_metrics, perplexity, predicted_ids
 from pipeline.testing import sentences, sentiment
 
 CPU = Hardware()

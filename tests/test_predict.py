@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from pipeline import DataError, Hardware, Spec, SpecError, evaluate, fine_tune, predict, start
-from pipeline.runs import write_run
+from pipeline.io.runs import write_run
 from pipeline.testing import questions, sentences, sentiment
 
 TEXTS = [{"text": t} for t in sentences(160)]

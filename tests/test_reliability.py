@@ -67,7 +67,7 @@ def test_a_crash_mid_save_leaves_the_previous_output_loadable(models, tmp_path):
     from peft import PeftModel
     from transformers import AutoModelForSequenceClassification
 
-    from pipeline._disk import save
+    from pipeline.io.disk import save
 
     spec = Spec(base=models["bert"], train=sentiment(32), lora=True,
                 training={"output_dir": str(tmp_path), "max_steps": 2, "disable_tqdm": True})
@@ -183,8 +183,8 @@ def test_a_run_that_fails_before_its_first_checkpoint_leaves_no_folder(models, t
 def test_an_output_without_room_for_the_model_is_refused_up_front(models, tmp_path):
     """Disk space is checked against the estimated size of what the run saves (here ~4 TB of weights)."""
     from pipeline import plan
-    from pipeline.errors import SpecError
-    from pipeline.preflight import preflight
+    from pipeline.core.errors import SpecError
+    from pipeline.io.preflight import preflight
 
     huge = {"model_type": "llama", "vocab_size": 32000, "hidden_size": 16384, "num_hidden_layers": 1000,
             "num_attention_heads": 128, "intermediate_size": 53248, "max_position_embeddings": 2048}
@@ -199,7 +199,7 @@ def test_a_save_replaces_the_old_model_whole_and_keeps_checkpoints_and_other_fil
     checkpoints, run records and the user's files stay; the swap leaves no staging folder behind."""
     from transformers import AutoModelForSequenceClassification
 
-    from pipeline._disk import save
+    from pipeline.io.disk import save
 
     out = tmp_path / "out"
     lora = fine_tune(start(Spec(base=models["bert"], train=sentiment(16), lora=True,
@@ -258,7 +258,7 @@ def test_a_mount_point_output_gets_the_model_saved_and_replaced_without_leftover
 
 
 def test_a_failure_while_replacing_in_place_puts_the_old_model_back(models, volume, monkeypatch):
-    import pipeline._disk as disk
+    import pipeline.io.disk as disk
 
     _saved(models, volume, lora=True)
     before = {p.name: p.read_bytes() for p in volume.iterdir() if p.is_file()}
@@ -283,7 +283,7 @@ def test_a_failure_while_replacing_in_place_puts_the_old_model_back(models, volu
 def test_a_save_killed_mid_replace_is_recovered_by_the_next_save(models, volume):
     """What a kill -9 between moving the old model aside and the new one in leaves: the next save puts
     the old model back first (the new one was not whole), then saves, and nothing is left over."""
-    from pipeline._disk import REPLACED
+    from pipeline.io.disk import REPLACED
 
     _saved(models, volume, lora=True)
     aside, staging = volume / REPLACED, volume / ".saving-999999"  # a process that no longer exists
@@ -291,7 +291,7 @@ def test_a_save_killed_mid_replace_is_recovered_by_the_next_save(models, volume)
     staging.mkdir()
     (staging / "model.safetensors").write_text("half")
     os.replace(volume / "adapter_model.safetensors", aside / "adapter_model.safetensors")
-    from pipeline._disk import _recover
+    from pipeline.io.disk import _recover
 
     _recover(volume)
     assert (volume / "adapter_model.safetensors").exists()

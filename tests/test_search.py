@@ -6,7 +6,7 @@ import optuna
 import pytest
 
 from pipeline import SpecError
-from pipeline.search import Range, grid, parse_range, random_trials, suggest
+from pipeline.core.search import Range, grid, parse_range, random_trials, suggest
 
 
 def test_ranges_parse_with_their_scale_and_kind():

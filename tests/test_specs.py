@@ -8,7 +8,7 @@ from pydantic import ValidationError
 from datasets import Dataset, DatasetDict
 
 from pipeline import Spec, SpecError, evolve
-from pipeline.hardware import Hardware, profile
+from pipeline.core.hardware import Hardware, profile
 
 ROWS = [{"text": "good", "label": 1}, {"text": "bad", "label": 0}]
 

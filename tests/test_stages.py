@@ -145,7 +145,7 @@ def test_hushing_nests_without_undoing_the_outer_scope():
     """``merged`` (hushed) runs inside ``load`` (hushed): leaving the inner scope keeps the outer's filter."""
     import logging
 
-    from pipeline._hush import _not_a_load_report, hushed
+    from pipeline.training.hush import _not_a_load_report, hushed
 
     report = logging.getLogger("transformers.modeling_utils")
     with hushed():

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from pipeline._trainer import SHORT, LengthBuckets, Pruning, bucket
+from pipeline.training.trainer import SHORT, LengthBuckets, Pruning, bucket
 
 
 def cut(order, size=16):

@@ -5,17 +5,20 @@ Specs say what a run wants, `plan` derives every config from a spec and the hard
 ``fine_tune(spec)`` returns the trained `Run`. Importing this package imports no torch.
 """
 
-from ._frozen import FrozenDict, evolve
-from .derive import Origin, Plan, estimate, lora_kwargs, plan, quantization_kwargs, training_kwargs
-from .errors import DataError, HardwareError, Interrupted, PipelineError, SpecError
-from .files import load_spec, model_config
-from .hardware import PROFILES, Hardware, detect, profile
-from .memory import Memory, Shape, Suggestion, shape
-from .inference import evaluate, predict
-from .runs import merge_dir, run_id
-from .specs import LORA_DEFAULTS, QUANTIZE_DEFAULTS, TRAINING_DEFAULTS, Spec
-from .stages import Parameters, Run, adapt, fine_tune, load, merge, quantize, start, train
-from .tasks import TASKS, TaskRule
+from pipeline.core.frozen import FrozenDict, evolve
+from pipeline.core.plan import Origin, Plan, lora_kwargs, quantization_kwargs, training_kwargs
+from pipeline.io.files import estimate, plan
+from pipeline.core.errors import DataError, HardwareError, Interrupted, PipelineError, SpecError
+from pipeline.io.files import load_spec, model_config
+from pipeline.core.hardware import PROFILES, Hardware, profile
+from pipeline.training.detect import detect
+from pipeline.core.memory import Memory, Shape, Suggestion, shape
+from pipeline.training.inference import evaluate, predict
+from pipeline.io.runs import run_id
+from pipeline.training.saved import merge_dir
+from pipeline.core.spec import LORA_DEFAULTS, QUANTIZE_DEFAULTS, TRAINING_DEFAULTS, Spec
+from pipeline.training.stages import Parameters, Run, adapt, fine_tune, load, merge, quantize, start, train
+from pipeline.tasks import TASKS, TaskRule
 
 __all__ = [
     "LORA_DEFAULTS",

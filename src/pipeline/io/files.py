@@ -7,10 +7,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .errors import SpecError
-from .specs import LORA_DEFAULTS, QUANTIZE_DEFAULTS, Spec
+from pipeline.core.errors import SpecError
+from pipeline.core.spec import LORA_DEFAULTS, QUANTIZE_DEFAULTS, Spec
 
-__all__ = ["load_spec", "model_config", "parse_settings", "planned"]
+__all__ = ["estimate", "load_spec", "model_config", "parse_settings", "plan"]
 
 PATH_FIELDS = ("train", "validation")
 """Fields that always name a file; ``base``, ``generator``, ``teacher`` and ``checkpoint`` may be hub ids."""
@@ -166,8 +166,27 @@ def model_config(base: Any) -> dict[str, Any] | None:
     return config if isinstance(config, dict) else None
 
 
-def planned(spec: Spec, hardware: Any) -> Any:
-    """`derive.plan` with the ``config.json`` of the base model and of the teacher read (the memory estimate)."""
-    from .derive import plan
+def plan(spec: Spec, hardware: Any, config: dict[str, Any] | None = None, teacher: dict[str, Any] | None = None) -> Any:
+    """`core.plan.plan` with the ``config.json`` of the base model and of the teacher read where they are not
+    given: the plan `start` runs with, default ``maxlength`` and memory estimate included. No torch."""
+    from pipeline.core.plan import plan as derive
 
-    return plan(spec, hardware, model_config(spec.base), model_config(spec.teacher))
+    return derive(spec, hardware, config if config is not None else model_config(spec.base),
+                  teacher if teacher is not None else model_config(spec.teacher))
+
+
+def estimate(spec: Spec, hardware: Any, config: dict[str, Any] | None = None) -> Any:
+    """The estimated peak memory of ``spec`` on ``hardware``, by part (see `pipeline.core.memory`).
+
+    ``config``: the base model's ``config.json`` as a dict; read from ``spec.base`` when
+    not given (the files this reads, with the teacher's). Raises `SpecError` when there is no config.
+    """
+    teacher = model_config(spec.teacher)
+    if config is None:
+        config = model_config(spec.base)
+    if config is None:
+        raise SpecError(f"base: no config.json found for {spec.base!r}; give the model's config as a dict")
+    result = plan(spec, hardware, config, teacher)
+    if result.memory is None:
+        raise SpecError(f"base: cannot estimate memory ({'; '.join(result.notes) or 'no maxlength'})")
+    return result.memory

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ._frozen import thaw
-from .errors import DataError
-from .specs import Spec, _kind
-from .tasks import TASKS
+from pipeline.core.frozen import thaw
+from pipeline.core.errors import DataError
+from pipeline.core.spec import Spec, source_kind
+from pipeline.tasks import TASKS
 
 FORMATS = (".jsonl", ".json", ".csv", ".parquet")
 
@@ -26,11 +26,11 @@ def read(source: Any, field: str) -> Any:
     """A `datasets.Dataset` from a file path, rows, a DataFrame or a Dataset (used as is)."""
     from datasets import Dataset
 
-    if _kind(source) == "dataset":
+    if source_kind(source) == "dataset":
         return source
     rows = None
     try:
-        if _kind(source) == "frame":
+        if source_kind(source) == "frame":
             return Dataset.from_pandas(source, preserve_index=False)
         rows = _read_file(Path(source), field) if isinstance(source, str) else thaw(source)
         return Dataset.from_list(rows)

@@ -8,9 +8,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, StrictInt, WithJsonSchema, field_validator, model_validator
 
-from . import _fields
-from ._frozen import Frozen, FrozenDict, FrozenMapping, freeze, suggest
-from .tasks import TASKS
+from pipeline.core import fields as _fields
+from pipeline.core.frozen import Frozen, FrozenDict, FrozenMapping, freeze, suggest
+from pipeline.tasks import TASKS
 
 __all__ = ["LORA_DEFAULTS", "QUANTIZE_DEFAULTS", "TRAINING_DEFAULTS", "Spec", "TaskName"]
 
@@ -142,7 +142,7 @@ def _raise_if(problems: list[str]) -> None:
 # -- data sources ------------------------------------------------------------------------
 
 
-def _kind(value: Any) -> str:
+def source_kind(value: Any) -> str:
     """'frame', 'dataset', 'splits' or '' for an object we recognise by its type name."""
     names = {f"{c.__module__.split('.')[0]}.{c.__name__}" for c in type(value).__mro__}
     if "pandas.DataFrame" in names:
@@ -160,7 +160,7 @@ def _data_source(value: Any) -> Any:
         return None
     if isinstance(value, (str, os.PathLike)):
         return os.fspath(value)
-    kind = _kind(value)
+    kind = source_kind(value)
     if kind == "splits":
         raise ValueError(
             f"got a DatasetDict with splits {sorted(value)}; pass one split, "

@@ -17,16 +17,17 @@ from typing import Any
 
 from toolz import compose_left
 
-from . import _cpu as cpu
-from . import _disk as disk
-from . import data
-from ._hush import hushed
-from ._frozen import FrozenDict, thaw
-from .derive import Plan
-from .errors import Interrupted, SpecError
-from .hardware import Hardware, detect
-from .specs import Spec
-from .tasks import TASKS, saved_class
+from pipeline.training import host as cpu
+from pipeline.io import disk as disk
+from pipeline.io import data
+from pipeline.training.hush import hushed
+from pipeline.core.frozen import FrozenDict, thaw
+from pipeline.core.plan import Plan
+from pipeline.core.errors import Interrupted, SpecError
+from pipeline.core.hardware import Hardware
+from pipeline.training.detect import detect
+from pipeline.core.spec import Spec
+from pipeline.tasks import TASKS, saved_class
 
 __all__ = ["Parameters", "Run", "adapt", "fine_tune", "load", "merge", "quantize", "start", "train"]
 
@@ -99,7 +100,7 @@ def _take(run: Run, stage: str) -> None:
 def start(spec: Spec, hardware: Hardware | None = None, callbacks: tuple[Any, ...] = ()) -> Run:
     """A `Run` for ``spec``, planned for ``hardware`` (default: this machine, via `detect`), with Trainer
     ``callbacks`` of your own."""
-    from .files import planned
+    from pipeline.io.files import plan as planned
 
     hardware = hardware if hardware is not None else detect()
     return Run(spec=spec, hardware=hardware, plan=planned(spec, hardware), callbacks=tuple(callbacks))
@@ -118,11 +119,12 @@ def load(run: Run | Spec) -> Run:
     """
     from transformers import set_seed
 
-    from .preflight import preflight
+    from pipeline.io.preflight import preflight
+    from pipeline.training.trainer import Arguments
 
     run = run if isinstance(run, Run) else start(run)
     spec = run.spec
-    train_data, eval_data, labels = preflight(spec, run.plan)
+    train_data, eval_data, labels = preflight(spec, run.plan, Arguments)
     cpu.host_memory(bool(run.plan.lean_memory))  # before loading: quantizing on load frees much of what it reads
 
     set_seed(_seed(run))  # before the model is created, so its new weights are reproducible
@@ -143,7 +145,8 @@ def _load_teacher(run: Run) -> Any:
     only runs forward). A teacher without trained weights for the task (a new, random head) is refused."""
     import transformers
 
-    from .runs import is_adapter, merged
+    from pipeline.io.runs import is_adapter
+    from pipeline.training.saved import merged
 
     spec = run.spec
     if isinstance(spec.teacher, tuple):
@@ -178,7 +181,7 @@ def _load_pretrained(run: Run, labels: data.Labels | None) -> tuple[Any, Any]:
         kwargs: dict[str, Any] = labels.config() if labels else {}
         kwargs["dtype"] = run.plan.dtype  # "auto" or a torch dtype's name; transformers takes both
         if spec.task == "token-detection":
-            from .detection import TokenDetection
+            from pipeline.training.detection import TokenDetection
 
             generator = _pretrained(run, transformers.AutoModelForMaskedLM, spec.generator or spec.base, kwargs)
             discriminator = _pretrained(run, transformers.AutoModelForPreTraining, spec.base, kwargs)
@@ -227,14 +230,14 @@ def _configs(model: Any) -> list[Any]:
 
 def _parts(model: Any) -> list[Any]:
     """The transformers models inside ``model`` (two for token detection)."""
-    from .detection import TokenDetection
+    from pipeline.training.detection import TokenDetection
 
     return [model.generator, model.discriminator] if isinstance(model, TokenDetection) else [model]
 
 
 def _each(model: Any, change: Any) -> Any:
     """``model`` with ``change`` applied to each transformers model inside it."""
-    from .detection import TokenDetection
+    from pipeline.training.detection import TokenDetection
 
     if isinstance(model, TokenDetection):
         return TokenDetection(change(model.generator), change(model.discriminator))
@@ -274,7 +277,7 @@ def adapt(run: Run) -> Run:
     if run.plan.lora:
         from peft import LoraConfig, get_peft_model
 
-        from ._lora import lean_dropout
+        from pipeline.training.lora import lean_dropout
 
         _take(run, "adapt")
         # A LoraConfig each: peft writes the base model's path into it.
@@ -307,7 +310,7 @@ def maxlength(given: int | None, planned: int | None, tokenizer: Any, configs: l
     what the tokenizer and the model allow. Training, evaluation and predict all take it from here."""
     if given:
         return given
-    from .preflight import positions
+    from pipeline.io.preflight import positions
 
     limits = [planned, tokenizer.model_max_length, *(positions(c) for c in configs)]
     sane = [n for n in limits if isinstance(n, int) and 0 < n < 1_000_000]  # tokenizers say 1e30 for "no limit"
@@ -340,8 +343,8 @@ def scoring(spec: Spec, labels: data.Labels | None, rows: Any, encoded: Any) -> 
     """An evaluation set (``encoded`` from ``rows``, with ``windows``) as the Trainer takes it: longest
     first, so each batch pads little (our Trainer keeps this order); and the Trainer's arguments that
     score it: the spec's ``metrics`` function, else the task's defaults."""
-    from ._metrics import Windows, default_metrics, predicted_ids
-    from .preflight import metrics_function
+    from pipeline.tasks.metrics import Windows, default_metrics, predicted_ids
+    from pipeline.io.preflight import metrics_function
 
     lengths = [len(ids) for ids in encoded["input_ids"]]
     encoded = encoded.select(sorted(range(len(lengths)), key=lambda i: -lengths[i]))
@@ -379,7 +382,7 @@ def _checkpoint(checkpoint: str | bool | None, output_dir: str, lineage: str | N
             log.info("no complete checkpoint in %s; training from the start", output_dir)
             return None
         found = str(complete[-1])
-    from ._trainer import checkpoint_record
+    from pipeline.training.trainer import checkpoint_record
 
     theirs = checkpoint_record(found).get("lineage") if found else None
     if found and lineage and theirs and theirs != lineage:
@@ -409,8 +412,8 @@ def train(run: Run) -> Run:
 
     Returns the run with the model in eval mode, its metrics and the log history.
     """
-    from ._metrics import perplexity
-    from ._trainer import Arguments, StopOnSignal, Trainer, frozen_heap, quiet_progress
+    from pipeline.tasks.metrics import perplexity
+    from pipeline.training.trainer import Arguments, StopOnSignal, Trainer, frozen_heap, quiet_progress
 
     if run.model is None:
         raise SpecError("train: the run has no model; put load (and adapt) before train in the chain")
@@ -424,7 +427,7 @@ def train(run: Run) -> Run:
     existed = bool(args.output_dir) and Path(args.output_dir).exists()
     trainer_class, distilling = Trainer, {}
     if run.teacher is not None:
-        from ._distill import Distilling
+        from pipeline.training.distill import Distilling
 
         temperature, alpha = spec.distillation
         trainer_class = Distilling
@@ -444,7 +447,7 @@ def train(run: Run) -> Run:
     )
     quiet_progress(trainer)
     if args.output_dir:
-        from .runs import lineage
+        from pipeline.io.runs import lineage
 
         trainer.lineage = lineage(spec)
     checkpoint = _checkpoint(spec.checkpoint, args.output_dir, trainer.lineage)

@@ -13,9 +13,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ._hush import hushed
-from .errors import SpecError
-from .tasks import TASKS, saved_class
+from pipeline.training.hush import hushed
+from pipeline.core.errors import SpecError
+from pipeline.tasks import TASKS, saved_class
 
 __all__ = ["evaluate", "predict", "read_inputs", "run_task"]
 
@@ -56,8 +56,8 @@ def _prepared(run: Any, task: str | None, hardware: Any) -> tuple[Any, Any, dict
     """The run's model and tokenizer, the spec fields that say how its inputs were prepared
     (`SPEC_FIELDS`, with the task, and the plan's evaluation batch size) and the length training cut
     them to (`stages.maxlength`)."""
-    from ._frozen import thaw
-    from .stages import maxlength
+    from pipeline.core.frozen import thaw
+    from pipeline.training.stages import maxlength
 
     if hasattr(run, "spec"):
         document, planned = {k: thaw(v) for k, v in run.spec if k in SPEC_FIELDS}, run.plan.model_dump(mode="json")
@@ -78,12 +78,12 @@ def evaluate(run: Any, source: Any, task: str | None = None, hardware: Any = Non
 
     Raises `DataError` for data the run cannot read (missing columns, labels it does not know).
     """
-    from ._metrics import perplexity
-    from ._trainer import Arguments, Trainer, quiet_progress
-    from .data import encode, problems, read
-    from .errors import DataError
-    from .specs import Spec
-    from .stages import collator, scoring
+    from pipeline.tasks.metrics import perplexity
+    from pipeline.training.trainer import Arguments, Trainer, quiet_progress
+    from pipeline.io.data import encode, problems, read
+    from pipeline.core.errors import DataError
+    from pipeline.core.spec import Spec
+    from pipeline.training.stages import collator, scoring
 
     model, tokenizer, document, length = _prepared(run, task, hardware)
     task, batch = document["task"], document.pop("eval_batch")
@@ -109,7 +109,7 @@ def evaluate(run: Any, source: Any, task: str | None = None, hardware: Any = Non
 def _labels(config: Any, dataset: Any, spec: Any, found: list[str]) -> tuple[Any, Any]:
     """The model's own label mapping (its names, else ids), every label of the data checked against it;
     returns it with the dataset (its labels as text where the model names them)."""
-    from .data import Labels, columns
+    from pipeline.io.data import Labels, columns
 
     problem = config.problem_type
     if problem in ("regression", "multi_label_classification") or config.num_labels == 1:
@@ -133,8 +133,9 @@ def _model(run: Any, task: str | None, hardware: Any = None) -> tuple[Any, Any, 
         return model, run.tokenizer, task or run.spec.task
     import transformers
 
-    from .files import config_file
-    from .runs import is_adapter, merged
+    from pipeline.io.files import config_file
+    from pipeline.io.runs import is_adapter
+    from pipeline.training.saved import merged
 
     folder = Path(run)
     if not config_file(folder).is_file() and not is_adapter(folder):
@@ -149,7 +150,7 @@ def _model(run: Any, task: str | None, hardware: Any = None) -> tuple[Any, Any, 
     tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
     if tokenizer.pad_token is None and tokenizer.eos_token is not None:
         tokenizer.pad_token = tokenizer.eos_token
-    from .hardware import detect
+    from pipeline.training.detect import detect
 
     if (hardware if hardware is not None else detect()).cuda:
         model = model.to(f"cuda:{os.environ.get('LOCAL_RANK', '0')}")
@@ -233,10 +234,10 @@ def _answers(model: Any, tokenizer: Any, document: dict[str, Any], length: int, 
 
     from datasets import Dataset
 
-    from ._metrics import Windows, best_answers
-    from .data import WINDOW_COLUMNS, encode
-    from .specs import Spec
-    from .stages import collator
+    from pipeline.tasks.metrics import Windows, best_answers
+    from pipeline.io.data import WINDOW_COLUMNS, encode
+    from pipeline.core.spec import Spec
+    from pipeline.training.stages import collator
 
     rows = [{"question": question, "context": context, "answers": None} for question, context in items]
     fields = {k: v for k, v in document.items() if k != "eval_batch"}

@@ -42,7 +42,7 @@ from typing import Any
 
 from pydantic import computed_field
 
-from ._frozen import Frozen, FrozenDict, FrozenMapping
+from pipeline.core.frozen import Frozen, FrozenDict, FrozenMapping
 
 __all__ = ["Memory", "Setup", "Shape", "Suggestion", "memory", "shape"]
 
@@ -462,7 +462,7 @@ def _parts(model: Shape, setup: Setup) -> tuple[dict[str, int], dict[str, str]]:
     optimizer, inputs["optimizer"] = _optimizer_bytes(setup, trainable, matrices, grad_size)
     activations, inputs["activations"] = _activations(model, setup, tokens)
     if setup.lora_r and setup.lora_dropout:
-        # LoRA dropout keeps a one-byte mask of each adapted linear's input (pipeline._lora); under
+        # LoRA dropout keeps a one-byte mask of each adapted linear's input (pipeline.training.lora); under
         # checkpointing only the layer being recomputed holds its masks.
         per_token = sum(n * i for i, _, n in _adapted(model, setup.lora_targets).values())
         masks = tokens * (per_token // model.layers if _checkpointing(setup) else per_token)

@@ -19,12 +19,14 @@ from typing import Annotated, Any
 
 import typer
 
-from .derive import Plan
-from .errors import Interrupted, PipelineError, SpecError
-from .files import load_spec, parse_settings, planned
-from .hardware import PROFILES, Hardware, detect, profile
-from .runs import flatten
-from .specs import Spec
+from pipeline.core.plan import Plan
+from pipeline.core.errors import Interrupted, PipelineError, SpecError
+from pipeline.io.files import load_spec, parse_settings
+from pipeline.io.files import plan as planned
+from pipeline.core.hardware import PROFILES, Hardware, profile
+from pipeline.training.detect import detect
+from pipeline.io.runs import flatten
+from pipeline.core.spec import Spec
 
 app = typer.Typer(
     help=__doc__.splitlines()[0], no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False
@@ -133,9 +135,9 @@ def _train(
     """Train one spec into its run folder: ``output``, else ``parent/<run id>`` (a sweep's runs),
     else the spec's ``output_dir``, else ``runs/<run id>``. Returns (run id, folder, finished run).
     """
-    from ._frozen import evolve
-    from .runs import guard, run_id, write_run
-    from .stages import checkpoints, fine_tune, start
+    from pipeline.core.frozen import evolve
+    from pipeline.io.runs import guard, run_id, write_run
+    from pipeline.training.stages import checkpoints, fine_tune, start
 
     # The run id leaves output_dir out; a placeholder lets a spec that saves checkpoints be planned.
     placeholder = evolve(spec, training={**spec.training, "output_dir": spec.training.get("output_dir") or "runs"})
@@ -241,8 +243,8 @@ def sweep(
     """Train variants of a spec: every --grid combination, or --trials drawn at random or suggested by Optuna
     (which stops trials doing worse than earlier ones at an evaluation). Writes the results (CSV, Markdown),
     sweep.png (the metric against each swept value) and names the best run."""
-    from .search import grid as combinations
-    from .search import parse_range, random_trials
+    from pipeline.core.search import grid as combinations
+    from pipeline.core.search import parse_range, random_trials
 
     _logging(quiet, verbose)
     choices = _grid(grid or [])
@@ -286,7 +288,7 @@ def sweep(
             _write_results(folder, rows)
     if not _main_process():
         return
-    from .runs import plot_sweep
+    from pipeline.io.runs import plot_sweep
 
     plot_sweep(rows, [*choices, *drawn], metric, folder / "sweep.png", log={k for k, r in drawn.items() if r.log})
     typer.echo(_records(rows, _columns(rows)))
@@ -303,7 +305,7 @@ def sweep(
 def _sweep_metric(spec: Spec, metric: str | None) -> str:
     """The metric that ranks the trials (default ``eval_loss``, ``train_loss`` without validation data),
     checked against what the runs will report."""
-    from .tasks import reported_metrics
+    from pipeline.tasks import reported_metrics
 
     found = reported_metrics(spec.task, spec.validation is not None, spec.metrics is not None)
     metric = metric or ("eval_loss" if spec.validation is not None else "train_loss")
@@ -334,8 +336,8 @@ def _optuna(trial: Any, choices: dict[str, list[Any]], drawn: dict[str, Any], tr
         import optuna
     except ImportError:
         raise SpecError("--search optuna needs Optuna: pip install 'pipeline[sweep]' (or optuna)") from None
-    from ._trainer import Pruning
-    from .search import suggest
+    from pipeline.training.trainer import Pruning
+    from pipeline.core.search import suggest
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize" if maximize else "minimize",
@@ -380,7 +382,7 @@ def diff(
     hardware_b: Annotated[str | None, typer.Option("--hardware-b", help="machine for B (default: --hardware)")] = None,
 ) -> None:
     """Differences between two specs and between their plans (e.g. on two machines)."""
-    from .runs import spec_document
+    from pipeline.io.runs import spec_document
 
     first, second = load_spec(a), load_spec(b)
     plans: list[Plan] = [
@@ -418,7 +420,7 @@ def runs(
     format: Annotated[Listing, typer.Option("--format", "-f")] = Listing.text,
 ) -> None:
     """Past runs side by side: id, task, base, when, the spec values that differ, final metrics."""
-    from .runs import find_runs
+    from pipeline.io.runs import find_runs
 
     found = find_runs(folder)
     if not found:
@@ -459,8 +461,8 @@ def predict(
     format: Annotated[Listing, typer.Option("--format", "-f", help="text, or json: one JSON object per line")] = Listing.text,
 ) -> None:
     """Try a trained run on a few inputs: labels with scores, generated text, answers, mask fills."""
-    from .inference import predict as predict_all
-    from .inference import read_inputs, run_task
+    from pipeline.training.inference import predict as predict_all
+    from pipeline.training.inference import read_inputs, run_task
 
     _logging(quiet=True)
     task = run_task(run)
@@ -484,7 +486,7 @@ def evaluate(
     format: Annotated[Listing, typer.Option("--format", "-f", help="text or json")] = Listing.text,
 ) -> None:
     """The task's metrics of a trained run on another data file (loss, accuracy and F1, perplexity, ...)."""
-    from .inference import evaluate as evaluate_run
+    from pipeline.training.inference import evaluate as evaluate_run
 
     _logging(quiet=True)
     metrics = _final(evaluate_run(run, str(data.absolute())))
@@ -519,7 +521,7 @@ def merge(
     target: Annotated[Path, typer.Argument(help="where the merged model goes")],
 ) -> None:
     """Merge LoRA adapters into the base model for zero-overhead serving (plain transformers)."""
-    from .runs import merge_dir
+    from pipeline.training.saved import merge_dir
 
     _logging()
     merge_dir(source, target)

@@ -10,23 +10,24 @@ import re
 from pathlib import Path
 from typing import Any
 
-from . import data
-from ._fields import TRAINING_ARGUMENTS
-from .derive import Plan
-from .errors import DataError, SpecError
-from .files import config_file
-from .specs import Spec
+from pipeline.io import data
+from pipeline.core.fields import TRAINING_ARGUMENTS
+from pipeline.core.plan import Plan
+from pipeline.core.errors import DataError, SpecError
+from pipeline.io.files import config_file
+from pipeline.core.spec import Spec
 
 __all__ = ["preflight"]
 
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
 
 
-def preflight(spec: Spec, plan: Plan | None = None) -> tuple[Any, Any, data.Labels | None]:
+def preflight(spec: Spec, plan: Plan | None = None, arguments: Any = None) -> tuple[Any, Any, data.Labels | None]:
     """Read and check the data and the model's whereabouts; returns (train, validation, labels).
 
-    With the ``plan``, also the training arguments as transformers builds them on this
-    machine, and the output folder (a folder, writable, with room for what is saved).
+    With the ``plan``, also the output folder (a folder, writable, with room for what is saved),
+    and with ``arguments`` (the `TrainingArguments` class the stages train with, given by them:
+    building it imports torch) the training arguments as transformers builds them on this machine.
     Raises `DataError` (or `SpecError` when the data is fine) listing every problem found.
     """
     data_problems: list[str] = []
@@ -66,7 +67,7 @@ def preflight(spec: Spec, plan: Plan | None = None) -> tuple[Any, Any, data.Labe
     if spec.teacher is not None and not spec_problems:
         spec_problems += _teacher_problems(spec, labels)
     if plan is not None:
-        spec_problems += _arguments_problems(plan) + _output_problems(plan) + _loaded_problems(spec, plan, labels)
+        spec_problems += _arguments_problems(plan, arguments) + _output_problems(plan) + _loaded_problems(spec, plan, labels)
     if isinstance(spec.checkpoint, str) and not Path(spec.checkpoint).is_dir():
         spec_problems.append(
             f"checkpoint: no such checkpoint folder {spec.checkpoint!r}; "
@@ -135,7 +136,7 @@ def _teacher_problems(spec: Spec, labels: data.Labels | None) -> list[str]:
     """The teacher must exist, output what the student learns (as many labels) and read the same token ids."""
     from transformers import AutoTokenizer
 
-    from .runs import is_adapter
+    from pipeline.io.runs import is_adapter
 
     problems: list[str] = []
     if isinstance(spec.teacher, tuple):
@@ -202,11 +203,12 @@ def _metrics_problems(spec: Spec) -> list[str]:
     return []
 
 
-def _arguments_problems(plan: Plan) -> list[str]:
+def _arguments_problems(plan: Plan, Arguments: Any) -> list[str]:  # noqa: N803  (a class)
     """What transformers itself refuses in the training arguments, named by field."""
-    from ._frozen import thaw
-    from ._trainer import Arguments
+    from pipeline.core.frozen import thaw
 
+    if Arguments is None:
+        return []
     try:
         Arguments(**thaw(plan.training_args))
     except Exception as e:  # noqa: BLE001 - any refusal of a config object is a bad value we report

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ._trainer import Trainer
+from pipeline.training.trainer import Trainer
 
 __all__ = ["Distilling", "sigmoid_kl", "softmax_kl"]
 

@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from .files import BASE_CONFIG
+from pipeline.io.files import BASE_CONFIG
 
 __all__ = ["drop_if_new_and_empty", "save"]
 

@@ -10,14 +10,14 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any, Literal
 
-from ._frozen import Frozen, FrozenDict, FrozenMapping
-from .errors import HardwareError, SpecError
-from .hardware import Hardware
-from .memory import Memory, Setup, Shape, memory, shape
-from .specs import LORA_DEFAULTS, QUANTIZE_DEFAULTS, TRAINING_DEFAULTS, Spec
-from .tasks import DEFAULT_METRICS, DISTILLATION, TASKS
+from pipeline.core.frozen import Frozen, FrozenDict, FrozenMapping
+from pipeline.core.errors import HardwareError, SpecError
+from pipeline.core.hardware import Hardware
+from pipeline.core.memory import Memory, Setup, Shape, memory, shape
+from pipeline.core.spec import LORA_DEFAULTS, QUANTIZE_DEFAULTS, TRAINING_DEFAULTS, Spec
+from pipeline.tasks import DEFAULT_METRICS, DISTILLATION, TASKS
 
-__all__ = ["Origin", "Plan", "estimate", "lora_kwargs", "plan", "quantization_kwargs", "training_kwargs"]
+__all__ = ["Origin", "Plan", "lora_kwargs", "plan", "quantization_kwargs", "training_kwargs"]
 
 Source = Literal["seed", "user", "task", "hardware", "pipeline"]
 
@@ -518,22 +518,3 @@ def _targets(value: Any) -> tuple[str, ...] | str:
     if isinstance(value, str):
         return value if value == "all-linear" else (value,)
     return tuple(str(v) for v in value)
-
-
-def estimate(spec: Spec, hardware: Hardware, config: Mapping[str, Any] | None = None) -> Memory:
-    """The estimated peak memory of ``spec`` on ``hardware``, by part (see `pipeline.memory`).
-
-    ``config``: the base model's ``config.json`` as a dict; read from ``spec.base`` when
-    not given (the files this reads, with the teacher's). Raises `SpecError` when there is no config.
-    """
-    from .files import model_config
-
-    teacher = model_config(spec.teacher)
-    if config is None:
-        config = model_config(spec.base)
-    if config is None:
-        raise SpecError(f"base: no config.json found for {spec.base!r}; give the model's config as a dict")
-    result = plan(spec, hardware, config, teacher)
-    if result.memory is None:
-        raise SpecError(f"base: cannot estimate memory ({'; '.join(result.notes) or 'no maxlength'})")
-    return result.memory

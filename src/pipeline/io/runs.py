@@ -11,18 +11,17 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ._frozen import thaw
-from ._hush import hushed
-from .derive import Plan
-from .errors import SpecError
-from .specs import Spec, _kind
+from pipeline.core.frozen import thaw
+from pipeline.core.plan import Plan
+from pipeline.core.errors import SpecError
+from pipeline.core.spec import Spec, source_kind
 
-__all__ = ["find_runs", "flatten", "guard", "is_adapter", "lineage", "merge_dir", "merged", "run_id", "spec_document", "write_run"]
+__all__ = ["find_runs", "flatten", "guard", "is_adapter", "lineage", "run_id", "spec_document", "write_run"]
 
 
 def _plain(value: Any) -> Any:
     """A spec value as plain data: live objects (frames, datasets, models, functions) by fingerprint."""
-    kind = _kind(value)
+    kind = source_kind(value)
     if kind == "frame":
         import pandas as pd
 
@@ -214,53 +213,6 @@ def _save(plt: Any, figure: Any, path: Path) -> None:
     plt.close(figure)
 
 
-def merge_dir(source: str | Path, target: str | Path) -> Path:
-    """Merge the LoRA adapter saved in ``source`` (a run or adapter folder) into its base.
-
-    The base is reloaded unquantized (merging into 4-bit weights would round the update
-    away); the merged model and tokenizer are written to ``target``, loadable with plain
-    transformers. Returns ``target``. Raises `SpecError` when ``source`` holds no adapter.
-    """
-    import transformers
-
-    source, target = Path(source), Path(target)
-    if not source.is_dir():
-        raise SpecError(f"merge: no such folder {str(source)!r}; give a run folder or an adapter folder")
-    if not is_adapter(source):
-        raise SpecError(
-            f"merge: {source} holds no LoRA adapter (no adapter_config.json); "
-            "merge needs the output of a run trained with lora"
-        )
-    merged(source).save_pretrained(target)
-    transformers.AutoTokenizer.from_pretrained(source).save_pretrained(target)
-    if is_adapter(source / "generator"):
-        merge_dir(source / "generator", target / "generator")
-    return target
-
-
 def is_adapter(folder: str | Path) -> bool:
     """Whether ``folder`` holds a LoRA adapter (a LoRA run's output)."""
     return (Path(folder) / "adapter_config.json").is_file()
-
-
-@hushed()
-def merged(source: str | Path, **kwargs: Any) -> Any:
-    """The adapter in ``source`` merged into its base, reloaded unquantized: a plain transformers model.
-
-    The task class and labels come from the config saved beside the adapter (else the base's).
-    ``kwargs`` go to ``from_pretrained`` (e.g. ``dtype``).
-    """
-    import transformers
-    from peft import PeftModel
-
-    from .files import config_file
-
-    source = Path(source)
-    base_path = json.loads((source / "adapter_config.json").read_text())["base_model_name_or_path"]
-    beside = config_file(source)
-    config = transformers.AutoConfig.from_pretrained(beside if beside.is_file() else base_path)
-    if getattr(config, "quantization_config", None):
-        del config.quantization_config  # reload the base in full precision, then merge
-    model_class = getattr(transformers, config.architectures[0])
-    base = model_class.from_pretrained(base_path, config=config, **kwargs)
-    return PeftModel.from_pretrained(base, source).merge_and_unload()
