@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline import Hardware, Spec, estimate, evolve, plan, profile, shape
+from pipeline import Hardware, Spec, estimate, evolve, plan, profile
+from pipeline.core.memory import shape
 from pipeline.core.memory import GiB, MiB, OVERHEAD, Setup, memory
 
 TINY = {  # a Llama-style model small enough to work out on paper

@@ -5,13 +5,11 @@ import sys
 
 import pipeline
 
-PUBLIC = {
-    "DataError", "FrozenDict", "Hardware", "HardwareError", "LORA_DEFAULTS", "Origin", "PROFILES",
-    "PipelineError", "Plan", "QUANTIZE_DEFAULTS", "Spec", "SpecError", "TASKS", "TRAINING_DEFAULTS",
-    "TaskRule", "detect", "evolve", "lora_kwargs", "plan", "profile", "quantization_kwargs",
-    "training_kwargs", "Parameters", "Run", "adapt", "fine_tune", "load", "load_spec", "quantize",
-    "start", "train", "merge", "merge_dir", "run_id", "Memory", "Shape", "Suggestion", "estimate", "shape",
-    "model_config", "Interrupted", "predict", "evaluate",
+PUBLIC = {  # what a user composes with; helpers that mean nothing alone stay in their modules
+    "DataError", "Hardware", "HardwareError", "LORA_DEFAULTS", "Origin", "PROFILES", "PipelineError", "Plan",
+    "QUANTIZE_DEFAULTS", "Spec", "SpecError", "TASKS", "TRAINING_DEFAULTS", "detect", "evolve", "plan", "profile",
+    "Parameters", "Run", "adapt", "fine_tune", "load", "load_spec", "quantize", "start", "train", "merge",
+    "merge_dir", "Memory", "estimate", "model_config", "Interrupted", "predict", "evaluate", "sweep",
 }
 
 

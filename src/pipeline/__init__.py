@@ -5,20 +5,19 @@ Specs say what a run wants, `plan` derives every config from a spec and the hard
 ``fine_tune(spec)`` returns the trained `Run`. Importing this package imports no torch.
 """
 
-from pipeline.core.frozen import FrozenDict, evolve
-from pipeline.core.plan import Origin, Plan, lora_kwargs, quantization_kwargs, training_kwargs
-from pipeline.io.files import estimate, plan
 from pipeline.core.errors import DataError, HardwareError, Interrupted, PipelineError, SpecError
-from pipeline.io.files import load_spec, model_config
+from pipeline.core.frozen import evolve
 from pipeline.core.hardware import PROFILES, Hardware, profile
-from pipeline.training.detect import detect
-from pipeline.core.memory import Memory, Shape, Suggestion, shape
-from pipeline.training.inference import evaluate, predict
-from pipeline.io.runs import run_id
-from pipeline.training.saved import merge_dir
+from pipeline.core.memory import Memory
+from pipeline.core.plan import Origin, Plan
 from pipeline.core.spec import LORA_DEFAULTS, QUANTIZE_DEFAULTS, TRAINING_DEFAULTS, Spec
+from pipeline.io.files import estimate, load_spec, model_config, plan
+from pipeline.tasks import TASKS
+from pipeline.training.detect import detect
+from pipeline.training.inference import evaluate, predict
+from pipeline.training.saved import merge_dir
 from pipeline.training.stages import Parameters, Run, adapt, fine_tune, load, merge, quantize, start, train
-from pipeline.tasks import TASKS, TaskRule
+from pipeline.training.sweep import sweep
 
 __all__ = [
     "LORA_DEFAULTS",
@@ -27,7 +26,6 @@ __all__ = [
     "TASKS",
     "TRAINING_DEFAULTS",
     "DataError",
-    "FrozenDict",
     "Hardware",
     "HardwareError",
     "Interrupted",
@@ -37,11 +35,8 @@ __all__ = [
     "PipelineError",
     "Plan",
     "Run",
-    "Shape",
     "Spec",
     "SpecError",
-    "Suggestion",
-    "TaskRule",
     "adapt",
     "detect",
     "estimate",
@@ -50,18 +45,14 @@ __all__ = [
     "fine_tune",
     "load",
     "load_spec",
-    "lora_kwargs",
     "merge",
     "merge_dir",
     "model_config",
     "plan",
     "predict",
     "profile",
-    "quantization_kwargs",
     "quantize",
-    "run_id",
-    "shape",
     "start",
+    "sweep",
     "train",
-    "training_kwargs",
 ]

@@ -5,14 +5,11 @@ The only module that prints or exits.
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import hashlib
 import json
 import logging
 import os
 import sys
-import time
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
@@ -26,6 +23,9 @@ from pipeline.io.files import plan as planned
 from pipeline.core.hardware import PROFILES, Hardware, profile
 from pipeline.training.detect import detect
 from pipeline.io.runs import flatten
+from pipeline.training.sweep import final_metrics as _final
+from pipeline.training.sweep import main_process, sweep_folder, sweep_metric, train_into
+from pipeline.training.sweep import sweep as run_sweep
 from pipeline.core.spec import Spec
 
 app = typer.Typer(
@@ -128,49 +128,6 @@ def schema() -> None:
     typer.echo(json.dumps(Spec.model_json_schema(), indent=2))
 
 
-def _train(
-    spec: Spec, hardware: Hardware, force: bool, output: Path | None = None, parent: Path | None = None,
-    callbacks: tuple[Any, ...] = (),
-) -> tuple[str, Path, Any]:
-    """Train one spec into its run folder: ``output``, else ``parent/<run id>`` (a sweep's runs),
-    else the spec's ``output_dir``, else ``runs/<run id>``. Returns (run id, folder, finished run).
-    """
-    from pipeline.core.frozen import evolve
-    from pipeline.io.runs import guard, run_id, write_run
-    from pipeline.training.stages import checkpoints, fine_tune, start
-
-    # The run id leaves output_dir out; a placeholder lets a spec that saves checkpoints be planned.
-    placeholder = evolve(spec, training={**spec.training, "output_dir": spec.training.get("output_dir") or "runs"})
-    planned_run = planned(placeholder, hardware)
-    identity = run_id(placeholder, planned_run)
-    if output or parent:
-        folder = Path(output or parent / identity)
-    else:
-        folder = Path(spec.training.get("output_dir") or Path("runs") / identity)
-    removed = guard(folder, identity, force)
-    spec = evolve(spec, training={**spec.training, "output_dir": str(folder)})
-    if _main_process() and logging.getLogger("pipeline").isEnabledFor(logging.INFO):
-        typer.echo(f"run {identity} -> {folder}", err=True)
-        if removed:
-            typer.echo(f"note: --force: removed {', '.join(removed)} of the run that was in {folder}", err=True)
-        for note in planned_run.notes:  # what fell back or is ignored, as `pipeline plan` says it
-            typer.echo(f"note: {note}", err=True)
-        saved, _ = checkpoints(folder)
-        if saved and not spec.checkpoint:
-            typer.echo(f"note: {folder} holds {saved[-1].name} of this run; add --set checkpoint=true to resume "
-                       "from it (this run starts over)", err=True)
-    with contextlib.redirect_stdout(sys.stderr):  # the Trainer's progress; stdout carries the results
-        run = fine_tune(start(spec, hardware, callbacks))
-    if _main_process():
-        write_run(folder, identity, run)
-    return identity, folder, run
-
-
-def _main_process() -> bool:
-    """Rank 0 under torchrun / accelerate launch (always, in a single process): the one that writes."""
-    return os.environ.get("RANK", "0") == "0"
-
-
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="no bars or notices: errors and the results only")]
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="also the Trainer's log lines (loss, lr, ...)")]
 
@@ -199,8 +156,8 @@ def train(
     """Fine-tune: runs load ▸ quantize ▸ adapt ▸ train and writes the run folder."""
     _logging(quiet, verbose)
     loaded = load_spec(spec, parse_settings(settings or []))
-    identity, folder, run = _train(loaded, detect(), force, output=output)
-    if not _main_process():
+    identity, folder, run = train_into(loaded, detect(), force, output=output)
+    if not main_process():
         return
     typer.echo(_table([(k, _number(v)) for k, v in run.metrics.items()], ("metric", "value")))
     typer.echo(f"\nrun {identity}: model, spec, plan, metrics and loss.png in {folder}")
@@ -243,54 +200,16 @@ def sweep(
     """Train variants of a spec: every --grid combination, or --trials drawn at random or suggested by Optuna
     (which stops trials doing worse than earlier ones at an evaluation). Writes the results (CSV, Markdown),
     sweep.png (the metric against each swept value) and names the best run."""
-    from pipeline.core.search import grid as combinations
-    from pipeline.core.search import parse_range, random_trials
+    from pipeline.core.search import parse_range
 
     _logging(quiet, verbose)
-    choices = _grid(grid or [])
-    drawn = dict(parse_range(r) for r in ranges or [])
-    if not choices and not drawn:
-        raise SpecError("sweep: nothing to vary; give --grid key=v1,v2 or (with --search random/optuna) --range key=low:high")
-    if drawn and search is Search.grid:
-        raise SpecError("--range draws values: add --search random or --search optuna (a grid takes --grid values)")
-    both = sorted(set(choices) & set(drawn))
-    if both:
-        raise SpecError(f"sweep: --grid and --range both vary {', '.join(both)}; give each field one of them")
     base = parse_settings(settings or [])
-    metric = _sweep_metric(load_spec(spec, base), metric)  # before anything trains
-    key = hashlib.sha256(json.dumps([str(spec), base, choices, search, str(ranges), trials, seed],
-                                    default=str).encode()).hexdigest()[:8]
-    folder = output or Path("runs") / f"sweep-{key}"
-    hardware = detect()
-    rows: list[dict[str, Any]] = []
-
-    def trial(values: dict[str, Any], callbacks: tuple[Any, ...] = ()) -> dict[str, Any]:
-        """One trial's row; a trial that fails is a row with its error, and the sweep goes on."""
-        started = time.perf_counter()
-        try:
-            identity, metrics = _trained(load_spec(spec, {**base, **values}), hardware, force, folder, callbacks)
-        except Exception as e:  # noqa: BLE001  (an interrupt is no Exception: it stops the sweep)
-            error = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
-            typer.echo(f"trial {values} failed: {error}", err=True)
-            rows.append({"run": "-", **values, "error": error, "seconds": round(time.perf_counter() - started, 1)})
-            return rows[-1]
-        rows.append({"run": identity, **values, **_final(metrics), "seconds": round(time.perf_counter() - started, 1)})
-        return rows[-1]
-
-    try:
-        if search is Search.optuna:
-            _optuna(trial, choices, drawn, trials, seed, metric, maximize)
-        else:
-            for values in combinations(choices) if search is Search.grid else random_trials(choices, drawn, trials, seed):
-                trial(values)
-    finally:
-        if rows and _main_process():  # what finished is kept, also when the sweep is interrupted
-            _write_results(folder, rows)
-    if not _main_process():
+    loaded, choices, drawn = load_spec(spec, base), _grid(grid or []), dict(parse_range(r) for r in ranges or [])
+    rows = run_sweep(loaded, grid=choices, ranges=drawn, search=search.value, trials=trials, seed=seed, metric=metric,
+                     maximize=maximize, output=output, force=force)
+    if not main_process():
         return
-    from pipeline.io.runs import plot_sweep
-
-    plot_sweep(rows, [*choices, *drawn], metric, folder / "sweep.png", log={k for k, r in drawn.items() if r.log})
+    metric = sweep_metric(loaded, metric)
     typer.echo(_records(rows, _columns(rows)))
     scored = [r for r in rows if metric in r and not r.get("pruned")]
     failed = sum(1 for r in rows if "error" in r)
@@ -299,79 +218,8 @@ def sweep(
     if not scored:
         raise SpecError(f"--metric: no run reported {metric!r} (they reported {sorted(rows[0])})")
     best = (max if maximize else min)(scored, key=lambda r: r[metric])
+    folder = output or sweep_folder(loaded, choices, drawn, search.value, trials, seed)
     typer.echo(f"\nbest run by {metric}: {best['run']} ({_number(best[metric])}); results and sweep.png in {folder}")
-
-
-def _sweep_metric(spec: Spec, metric: str | None) -> str:
-    """The metric that ranks the trials (default ``eval_loss``, ``train_loss`` without validation data),
-    checked against what the runs will report."""
-    from pipeline.tasks import reported_metrics
-
-    found = reported_metrics(spec.task, spec.validation is not None, spec.metrics is not None)
-    metric = metric or ("eval_loss" if spec.validation is not None else "train_loss")
-    if found is not None and metric not in found:
-        hint = "" if spec.validation is not None else "; eval_* metrics need validation data (the spec's validation)"
-        raise SpecError(f"--metric {metric!r}: runs of {spec.task} report {', '.join(sorted(found))}{hint}")
-    return metric
-
-
-def _trained(
-    spec: Spec, hardware: Hardware, force: bool, parent: Path, callbacks: tuple[Any, ...]
-) -> tuple[str, dict[str, Any]]:
-    """One trial: its run id and final metrics. The model is gone when this returns, before the next loads."""
-    import gc
-
-    identity, _, run = _train(spec, hardware, force, parent=parent, callbacks=callbacks)
-    metrics = dict(run.metrics)
-    del run
-    gc.collect()
-    return identity, metrics
-
-
-def _optuna(trial: Any, choices: dict[str, list[Any]], drawn: dict[str, Any], trials: int, seed: int, metric: str,
-            maximize: bool) -> None:
-    """Optuna's TPE sampler suggests each trial from the ones before; its median pruner stops a trial
-    whose metric at an evaluation is worse than the median of earlier trials at that step."""
-    try:
-        import optuna
-    except ImportError:
-        raise SpecError("--search optuna needs Optuna: pip install 'pipeline[sweep]' (or optuna)") from None
-    from pipeline.training.trainer import Pruning
-    from pipeline.core.search import suggest
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction="maximize" if maximize else "minimize",
-                                sampler=optuna.samplers.TPESampler(seed=seed),
-                                pruner=optuna.pruners.MedianPruner(n_startup_trials=2))
-    for _ in range(trials):
-        asked = study.ask()
-        pruning = Pruning(asked, metric)
-        row = trial(suggest(asked, choices, drawn), (pruning,))
-        row["pruned"] = pruning.pruned
-        if pruning.pruned:
-            study.tell(asked, state=optuna.trial.TrialState.PRUNED)
-        elif metric in row:
-            study.tell(asked, row[metric])
-        else:
-            study.tell(asked, state=optuna.trial.TrialState.FAIL)
-
-
-def _final(metrics: Any) -> dict[str, Any]:
-    """The metrics worth a column: losses and the user's eval metrics, not runtimes."""
-    skip = ("runtime", "per_second", "epoch", "total_flos", "preparation_time")
-    return {k: v for k, v in metrics.items() if not any(s in k for s in skip)}
-
-
-def _write_results(folder: Path, rows: list[dict[str, Any]]) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    columns = _columns(rows)
-    with open(folder / "results.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, columns)
-        writer.writeheader()
-        writer.writerows(rows)
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(_number(r.get(c, "")) for c in columns) + " |" for r in rows]
-    (folder / "results.md").write_text("\n".join(lines) + "\n")
 
 
 @app.command()

@@ -343,7 +343,6 @@ def _adapted(model: Shape, targets: tuple[str, ...] | str) -> dict[str, tuple[in
     """The block linears LoRA adapts: for ``all-linear`` every ``nn.Linear`` (a mixture's experts and
     router are fused parameters in transformers 5, which peft leaves alone); for names those a target
     names; for any other string, those whose usual full names the regex matches as a whole, as peft does."""
-    import re
 
     linears = model.linears()
     if model.experts:

@@ -10,7 +10,7 @@ from typing import Any
 from pipeline.core.errors import SpecError
 from pipeline.core.spec import LORA_DEFAULTS, QUANTIZE_DEFAULTS, Spec
 
-__all__ = ["estimate", "load_spec", "model_config", "parse_settings", "plan"]
+__all__ = ["estimate", "load_spec", "model_config", "parse_settings", "plan", "with_settings"]
 
 PATH_FIELDS = ("train", "validation")
 """Fields that always name a file; ``base``, ``generator``, ``teacher`` and ``checkpoint`` may be hub ids."""
@@ -88,6 +88,17 @@ def _set(data: dict[str, Any], dotted: str, value: Any) -> None:
         node[name] = child
         node = child
     node[leaf] = value
+
+
+def with_settings(spec: Spec, settings: dict[str, Any]) -> Spec:
+    """``spec`` with dotted ``settings`` applied as `load_spec` applies them (``lora.r`` on ``lora: true``
+    keeps the seed's other LoRA values), validated again."""
+    from pipeline.core.frozen import evolve, thaw
+
+    data = {key.split(".")[0]: thaw(getattr(spec, key.split(".")[0])) for key in settings}
+    for dotted, value in settings.items():
+        _set(data, dotted, value)
+    return evolve(spec, **data)
 
 
 def load_spec(path: str | Path, settings: dict[str, Any] | None = None) -> Spec:

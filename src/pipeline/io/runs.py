@@ -16,7 +16,7 @@ from pipeline.core.plan import Plan
 from pipeline.core.errors import SpecError
 from pipeline.core.spec import Spec, source_kind
 
-__all__ = ["find_runs", "flatten", "guard", "is_adapter", "lineage", "run_id", "spec_document", "write_run"]
+__all__ = ["find_runs", "flatten", "guard", "is_adapter", "lineage", "run_id", "spec_document", "write_results", "write_run"]
 
 
 def _plain(value: Any) -> Any:
@@ -130,6 +130,22 @@ def write_run(folder: Path, identity: str, run: Any) -> None:
     history = [dict(entry) for entry in run.log_history]
     (folder / "log_history.json").write_text(json.dumps(history, indent=2) + "\n")
     plot_losses(history, folder / "loss.png", title=f"run {identity}")
+
+
+def write_results(folder: Path, rows: list[dict[str, Any]]) -> None:
+    """A sweep's records as ``results.csv`` and ``results.md`` (every key a column, in first-seen order)."""
+    import csv
+
+    folder.mkdir(parents=True, exist_ok=True)
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    with open(folder / "results.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    shown = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)  # noqa: E731
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(shown(r.get(c, "")) for c in columns) + " |" for r in rows]
+    (folder / "results.md").write_text("\n".join(lines) + "\n")
 
 
 def find_runs(folder: str | Path) -> list[dict[str, Any]]:

@@ -1,0 +1,35 @@
+"""training/sweep.py: sweeps as a Python API, the records the CLI prints."""
+
+import csv
+
+import pytest
+
+from pipeline import Hardware, Spec, SpecError, sweep
+from pipeline.testing import sentiment
+
+
+def spec_for(models):
+    return Spec(base=models["bert"], train=sentiment(32), validation=sentiment(16, 1), lora=True, maxlength=16,
+                training={"max_steps": 2, "disable_tqdm": True, "logging_strategy": "no"})
+
+
+def test_a_random_sweep_from_python_returns_its_records_and_writes_them(models, tmp_path):
+    rows = sweep(spec_for(models), grid={"lora.r": [2, 4]}, ranges={"training.learning_rate": "1e-4:1e-2:log"},
+                 search="random", trials=2, seed=3, output=tmp_path, hardware=Hardware())
+    assert len(rows) == 2 and all(1e-4 <= r["training.learning_rate"] <= 1e-2 for r in rows)
+    assert all(r["lora.r"] in (2, 4) and "eval_loss" in r and (tmp_path / r["run"]).is_dir() for r in rows)
+    written = list(csv.DictReader((tmp_path / "results.csv").open()))
+    assert [w["run"] for w in written] == [r["run"] for r in rows]
+    assert (tmp_path / "sweep.png").exists()
+
+
+@pytest.mark.parametrize(("fields", "message"), [
+    ({}, "nothing to vary"),
+    ({"ranges": {"lora.r": "2:8"}}, "add --search random"),
+    ({"grid": {"lora.r": [2]}, "ranges": {"lora.r": "2:8"}, "search": "optuna"}, "both vary lora.r"),
+    ({"grid": {"lora.r": [2]}, "metric": "eval_bleu"}, "--metric 'eval_bleu'"),
+])
+def test_a_sweep_that_cannot_run_is_refused_before_anything_trains(models, tmp_path, fields, message):
+    with pytest.raises(SpecError, match=message):
+        sweep(spec_for(models), output=tmp_path / "sweep", hardware=Hardware(), **fields)
+    assert not (tmp_path / "sweep").exists()
