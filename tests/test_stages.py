@@ -316,8 +316,9 @@ def test_a_bf16_checkpoint_is_fully_fine_tuned_in_float32_and_lora_keeps_it(mode
     assert {p.dtype for p in pinned.model.parameters()} == {torch.bfloat16}
 
 
-def test_the_trainable_parameter_count_is_a_visible_notice_that_can_be_silenced(models):
-    """As the seed prints it: on stderr from plain Python, with no logging set up; one line silences it."""
+def test_the_trainable_parameter_count_is_a_notice_the_application_decides_on(models):
+    """A library's manners: nothing on stderr unless logging is set up; with it the count shows once (as the
+    seed prints it), and one line silences it."""
     import subprocess
     import sys
 
@@ -325,11 +326,24 @@ def test_the_trainable_parameter_count_is_a_visible_notice_that_can_be_silenced(
         "import logging, sys\n"
         "from pipeline import Hardware, Spec, adapt, load, start\n"
         "from pipeline.testing import sentiment\n"
+        "if sys.argv[1] != 'bare': logging.basicConfig(level=logging.INFO, format='%(message)s')\n"
         "if sys.argv[1] == 'quiet': logging.getLogger('pipeline.notice').setLevel(logging.WARNING)\n"
         f"adapt(load(start(Spec(base={models['bert']!r}, train=sentiment(8), lora=True), Hardware())))\n"
     )
     said = {mode: subprocess.run([sys.executable, "-c", script, mode], capture_output=True, text=True)
-            for mode in ("default", "quiet")}
-    assert said["default"].returncode == 0, said["default"].stderr
-    assert said["default"].stderr.count("trainable params: ") == 1
-    assert "trainable params" not in said["quiet"].stderr and said["quiet"].returncode == 0
+            for mode in ("bare", "logging", "quiet")}
+    assert all(out.returncode == 0 for out in said.values()), said["logging"].stderr
+    assert "trainable params" not in said["bare"].stderr
+    assert said["logging"].stderr.count("trainable params: ") == 1
+    assert "trainable params" not in said["quiet"].stderr
+
+
+def test_importing_and_training_leave_other_libraries_loggers_as_they_were(models):
+    import logging
+
+    before = {name: list(logging.getLogger(name).filters) for name in ("transformers.trainer_utils",
+                                                                       "transformers.modeling_utils")}
+    run_job(models, "text-classification", True, max_steps=2)
+    assert {name: list(logging.getLogger(name).filters) for name in before} == before
+    assert all(isinstance(h, logging.NullHandler) for h in logging.getLogger("pipeline").handlers)
+    assert not logging.getLogger("pipeline.notice").handlers

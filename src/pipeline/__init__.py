@@ -5,6 +5,8 @@ Specs say what a run wants, `plan` derives every config from a spec and the hard
 ``fine_tune(spec)`` returns the trained `Run`. Importing this package imports no torch.
 """
 
+import logging as _logging
+
 from pipeline.core.errors import DataError, HardwareError, Interrupted, PipelineError, SpecError
 from pipeline.core.frozen import evolve
 from pipeline.core.hardware import PROFILES, Hardware, profile
@@ -56,3 +58,5 @@ __all__ = [
     "sweep",
     "train",
 ]
+
+_logging.getLogger("pipeline").addHandler(_logging.NullHandler())  # a library's manners: the application decides

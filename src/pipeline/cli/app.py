@@ -142,6 +142,8 @@ def _logging(quiet: bool = False, verbose: bool = False) -> None:
         for name in ("TQDM_DISABLE", "HF_DATASETS_DISABLE_PROGRESS_BARS", "HF_HUB_DISABLE_PROGRESS_BARS"):
             os.environ[name] = "1"  # read when the libraries are imported, which is later
     logging.basicConfig(format="%(message)s", stream=sys.stderr)
+    for handler in logging.getLogger().handlers:  # under torchrun, rank 0 alone says our notices
+        handler.addFilter(lambda record: main_process() or not record.name.startswith("pipeline"))
     level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
     logging.getLogger("pipeline").setLevel(level)
     logging.getLogger("pipeline.notice").setLevel(logging.WARNING if quiet else logging.INFO)

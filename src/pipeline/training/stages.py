@@ -34,15 +34,9 @@ __all__ = ["Parameters", "Run", "adapt", "fine_tune", "load", "merge", "quantize
 log = logging.getLogger("pipeline")
 
 notice = logging.getLogger("pipeline.notice")
-"""What a user sees by default, from Python too: the trainable-parameter count after `adapt`, as the seed
-prints it. On stderr, rank 0 only; ``logging.getLogger("pipeline.notice").setLevel(logging.WARNING)`` silences it."""
-if not notice.handlers:
-    _stderr = logging.StreamHandler()
-    _stderr.setFormatter(logging.Formatter("%(message)s"))
-    _stderr.addFilter(lambda record: os.environ.get("RANK", "0") == "0")
-    notice.addHandler(_stderr)
-    notice.setLevel(logging.INFO)
-    notice.propagate = False  # said once, whatever the application's own logging does
+"""What `pipeline train` shows by default: the trainable-parameter count after `adapt` (as the seed prints it)
+and the checkpoint a run resumes from. A library's logger: from Python it shows where logging is set up
+(``logging.basicConfig(level=logging.INFO)``); ``setLevel(logging.WARNING)`` on it silences it."""
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,6 @@ def _not_our_fractions(record: logging.LogRecord) -> bool:
                    for line in found)
 
 
-logging.getLogger("transformers.trainer_utils").addFilter(_not_our_fractions)
 
 
 class Arguments(transformers.TrainingArguments):
@@ -192,7 +191,12 @@ class Trainer(transformers.Trainer):
                 self.earlier = (int(saved["step"]), float(saved["loss_sum"]))
             else:
                 log.info("%s has no loss record: train_loss covers the resumed steps only", resume_from_checkpoint)
-        result = super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+        checks = logging.getLogger("transformers.trainer_utils")
+        checks.addFilter(_not_our_fractions)  # only while we train: the application's own runs keep the warning
+        try:
+            result = super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+        finally:
+            checks.removeFilter(_not_our_fractions)
         step, total = self.earlier
         if not step or result.global_step <= step:
             return result
