@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test bench clean
+.PHONY: demo test check bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest
+
+# The fast loop: the pure core and the quick shell tests (no model is trained or loaded), under a minute.
+check: $(VENV)/.installed
+	$(BIN)/python -m pytest -m "not slow" -q
 
 # Side by side: pipeline vs hand-written Trainer code vs txtai (about 40 minutes here).
 bench: $(VENV)/.installed
