@@ -1,4 +1,5 @@
-"""Our `TrainingArguments` and `Trainer`: the library's, with two changes each named below.
+"""Our `TrainingArguments` and `Trainer`: the library's, with the changes each named below (batch
+order, losses that accumulate as one batch, resume records, evaluation order).
 
 A module of its own so the Trainer can pickle the arguments class, and so that only the
 stages, which import it lazily, pay for importing transformers.
@@ -34,8 +35,6 @@ def _not_our_fractions(record: logging.LogRecord) -> bool:
     found = [line.strip() for line in message.splitlines()[1:] if line.strip()]
     return not all(line.split(":")[0] in ("logging_steps", "eval_steps", "save_steps") and ": 0." in line
                    for line in found)
-
-
 
 
 class Arguments(transformers.TrainingArguments):
@@ -115,7 +114,7 @@ class LengthBuckets(torch.utils.data.Sampler):
         return iter([index for batch in self.batches() for index in batch])
 
 
-def counts_items(model) -> bool:
+def counts_items(model: Any) -> bool:
     """Whether ``model``'s loss divides by the Trainer's ``num_items_in_batch`` (the items of the whole
     accumulated batch) rather than averaging over its own batch.
 
@@ -133,7 +132,7 @@ def counts_items(model) -> bool:
     return "num_items_in_batch" in source or bool(re.search(r"loss_function\([^)]*\*\*\w+", source))
 
 
-def label_items(inputs: dict) -> "torch.Tensor | None":
+def label_items(inputs: dict) -> torch.Tensor | None:
     """The items a self-averaging head averaged its loss over: its labels other than -100."""
     labels = inputs.get("labels")
     return None if labels is None else labels.ne(-100).sum()
