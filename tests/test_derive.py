@@ -296,3 +296,14 @@ def test_the_plan_table_keeps_long_values_whole_and_origins_in_one_column():
     assert dtype.index("pipeline:") == column
     output_dir = next(line for line in lines if line.split()[0] == "training_args.output_dir")
     assert "`pipeline train` saves to --output or runs/<run id>" in output_dir
+
+
+def test_the_plan_you_see_is_the_plan_the_run_uses(models):
+    """`plan(spec, hardware)` reads the model's config as `start` does: the same default maxlength, memory
+    estimate and lean_memory, not a config-less cousin."""
+    from pipeline import start
+
+    spec = Spec(base=models["bert"], train=[{"text": "a b", "label": 0}, {"text": "c", "label": 1}], lora=True)
+    shown = plan(spec, Hardware())
+    assert shown == start(spec, Hardware()).plan
+    assert shown.memory is not None and shown.maxlength == 128  # the tiny BERT's positions
