@@ -373,7 +373,10 @@ def _activations(model: Shape, setup: Setup, tokens: int) -> tuple[int, str]:
     matrix = setup.attention == "eager" or (setup.device == "cpu" and model.dropout)
     attention = ""
     if matrix:
-        per_score = 2 * size + (size + 1 if model.dropout else 0)  # scores, softmax; dropout's mask and output
+        # scores, softmax; dropout's mask and output. A CPU's math path keeps them in float32 whatever
+        # the weights' dtype (bf16 BERT, 8 x 512 tokens: 37% over an estimate in 2 bytes, bench/MEMORY.md).
+        score = 4 if setup.device == "cpu" else size
+        per_score = 2 * score + (score + 1 if model.dropout else 0)
         layer += setup.batch * model.heads * setup.tokens**2 * per_score
         attention = f" + heads {model.heads} x tokens^2 x {per_score} bytes (attention matrix)"
     blocks = model.layers + model.cross
