@@ -154,12 +154,12 @@ def test_which_heads_count_the_accumulated_items_as_the_library_does_today(still
 def test_resuming_from_any_checkpoint_gives_the_uninterrupted_run(models, tmp_path):
     """Mid-epoch 1, an epoch boundary, mid-epoch 3: torch.equal weights and the same train_loss. The
     batch order belongs to (seed, epoch), not to the global generator the run had advanced."""
-    rows = [{"text": r["text"] + " and" * (i % 90), "label": r["label"]} for i, r in enumerate(sentiment(48))]
+    rows = [{"text": r["text"] + " and" * (i % 70), "label": r["label"]} for i, r in enumerate(sentiment(24))]
     spec = spec_for(models, "text-classification", lora=True, num_train_epochs=3, per_device_train_batch_size=8,
-                    save_strategy="steps", save_steps=3, output_dir=str(tmp_path / "whole"))
-    spec = evolve(spec, train=rows, maxlength=128, lora=True)  # the seed's LoRA, dropout and all
+                    save_strategy="steps", save_steps=1, output_dir=str(tmp_path / "whole"))
+    spec = evolve(spec, train=rows, maxlength=96, lora=True)  # the seed's LoRA, dropout and all
     whole = fine_tune(start(spec, CPU))
-    for step in (3, 6, 15):  # 6 steps an epoch
+    for step in (2, 3, 8):  # 3 steps an epoch
         folder = tmp_path / f"from-{step}"
         folder.mkdir()
         import shutil
@@ -309,7 +309,7 @@ def test_evaluate_of_a_trained_run_reports_the_trainers_final_metrics(models, ta
     from pipeline import evaluate
 
     rows, validation = DETERMINISTIC[task]
-    run = trained(models, task, rows, validation, maxlength=None if task == "text-classification" else 32)
+    run = trained(models, task, rows, validation, steps=8, maxlength=None if task == "text-classification" else 32)
     scored = evaluate(run, validation)
     compared = [k for k in run.metrics if k.startswith("eval_") and not k.endswith(("runtime", "per_second"))]
     assert len(compared) >= 2, compared
@@ -340,7 +340,7 @@ def test_predict_prepares_inputs_as_training_did(models):
     rows = Dataset.from_list([{"source": t, "target": t} for t in texts])
     assert seen == encode(rows, copy.spec, copy.tokenizer, 32)["input_ids"]  # prefixed, cut at 32
 
-    classify = trained(models, "text-classification", *DETERMINISTIC["text-classification"], maxlength=12)
+    classify = trained(models, "text-classification", *DETERMINISTIC["text-classification"], steps=1, maxlength=12)
     long = "the car was good " + "and the hat was terrible " * 20
     seen.clear()
     hook = classify.model.bert.embeddings.word_embeddings.register_forward_pre_hook(

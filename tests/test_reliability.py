@@ -99,7 +99,7 @@ def test_torchrun_two_processes_train_one_spec_and_only_rank_0_writes(models, tm
             "maxlength": 32, "training": {"learning_rate": 1e-2, "num_train_epochs": 1}}
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
-    out = subprocess.run([torchrun, "--nproc_per_node", "2", "-m", "pipeline.cli", "train", "spec.yaml",
+    out = subprocess.run([torchrun, "--nproc_per_node", "2", "--master_port", "29532", "-m", "pipeline.cli", "train", "spec.yaml",
                           "--output", "run"], capture_output=True, text=True, cwd=tmp_path,
                          env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert out.returncode == 0, out.stderr[-3000:]

@@ -140,3 +140,13 @@ def test_question_stride_must_leave_windows_room_to_advance():
         "stride: question windows must advance, so stride must be under half of maxlength "
         "(got stride=128, maxlength=64); set e.g. stride: 16"
     )
+
+
+def test_settings_and_spec_files_read_yaml_1_2_booleans(tmp_path):
+    """``eval_strategy: no`` is the string the field takes (YAML 1.1 made it False); true/false stay booleans."""
+    from pipeline.io.files import load_spec, parse_settings
+
+    assert parse_settings(["training.eval_strategy=no", "lora=true", "training.learning_rate=1e-3"]) == {
+        "training.eval_strategy": "no", "lora": True, "training.learning_rate": 1e-3}
+    (tmp_path / "spec.yaml").write_text("base: m\ntrain: [{text: a, label: 0}]\ntraining: {eval_strategy: no}\n")
+    assert load_spec(tmp_path / "spec.yaml").training["eval_strategy"] == "no"

@@ -125,12 +125,14 @@ def test_an_unanswerable_question_predicts_no_answer_after_training(models):
 
 
 def test_the_python_api_says_only_what_is_ours(models, tmp_path):
-    """A fresh process (bitsandbytes says its kernel notice on import): the trainable-parameter notice, and
-    none of the library notices a user cannot act on."""
+    """A fresh process (bitsandbytes says its kernel notice on import) with our logger shown: the
+    trainable-parameter notice, and none of the library notices a user cannot act on."""
     import subprocess
     import sys
 
-    script = (f"from pipeline import Hardware, Spec, fine_tune, start; from pipeline.testing import sentiment\n"
+    script = ("import logging; logging.getLogger('pipeline').addHandler(logging.StreamHandler())\n"
+              "logging.getLogger('pipeline').setLevel(logging.INFO)\n"
+              f"from pipeline import Hardware, Spec, fine_tune, start; from pipeline.testing import sentiment\n"
               f"fine_tune(start(Spec(base={models['bert']!r}, train=sentiment(16), lora=True, quantize=True, "
               f"quantize_on_cpu=True, training={{'max_steps': 1, 'output_dir': 'out'}}), Hardware()))\n")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path)
@@ -318,7 +320,7 @@ def test_a_bf16_checkpoint_is_fully_fine_tuned_in_float32_and_lora_keeps_it(mode
 
 def test_the_trainable_parameter_count_is_a_notice_the_application_decides_on(models):
     """A library's manners: nothing on stderr unless logging is set up; with it the count shows once (as the
-    seed prints it), and one line silences it."""
+    seed prints it), and one line silences it. One process, three adapts, a marker before each."""
     import subprocess
     import sys
 
@@ -326,16 +328,20 @@ def test_the_trainable_parameter_count_is_a_notice_the_application_decides_on(mo
         "import logging, sys\n"
         "from pipeline import Hardware, Spec, adapt, load, start\n"
         "from pipeline.testing import sentiment\n"
-        "if sys.argv[1] != 'bare': logging.basicConfig(level=logging.INFO, format='%(message)s')\n"
-        "if sys.argv[1] == 'quiet': logging.getLogger('pipeline.notice').setLevel(logging.WARNING)\n"
-        f"adapt(load(start(Spec(base={models['bert']!r}, train=sentiment(8), lora=True), Hardware())))\n"
+        f"spec = Spec(base={models['bert']!r}, train=sentiment(8), lora=True)\n"
+        "for mode in ('bare', 'logging', 'quiet'):\n"
+        "    print(f'=={mode}==', file=sys.stderr, flush=True)\n"
+        "    if mode == 'logging': logging.basicConfig(level=logging.INFO, format='%(message)s')\n"
+        "    if mode == 'quiet': logging.getLogger('pipeline.notice').setLevel(logging.WARNING)\n"
+        "    adapt(load(start(spec, Hardware())))\n"
     )
-    said = {mode: subprocess.run([sys.executable, "-c", script, mode], capture_output=True, text=True)
-            for mode in ("bare", "logging", "quiet")}
-    assert all(out.returncode == 0 for out in said.values()), said["logging"].stderr
-    assert "trainable params" not in said["bare"].stderr
-    assert said["logging"].stderr.count("trainable params: ") == 1
-    assert "trainable params" not in said["quiet"].stderr
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    said = dict(zip(("bare", "logging", "quiet"), done.stderr.split("==bare==")[1].split("==logging==")[0:1] +
+                    done.stderr.split("==logging==")[1].split("==quiet==")))
+    assert "trainable params" not in said["bare"]
+    assert said["logging"].count("trainable params: ") == 1
+    assert "trainable params" not in said["quiet"]
 
 
 def test_importing_and_training_leave_other_libraries_loggers_as_they_were(models):

@@ -39,7 +39,8 @@ def _module_beside(metrics: str, folder: Path) -> str:
 
 
 def _yaml(text: str) -> Any:
-    """YAML with YAML 1.2 floats: ``1e-3`` is a number (PyYAML's 1.1 rules make it a string)."""
+    """YAML with YAML 1.2 floats and booleans: ``1e-3`` is a number (PyYAML's 1.1 rules make it a string),
+    and only true/false are booleans (1.1 reads ``eval_strategy: no`` as False)."""
     import re
 
     import yaml
@@ -47,7 +48,13 @@ def _yaml(text: str) -> Any:
     class Loader(yaml.SafeLoader):
         pass
 
-    Loader.yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+    Loader.yaml_implicit_resolvers = {
+        first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+    Loader.add_implicit_resolver(
+        "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+    )
     Loader.add_implicit_resolver(
         "tag:yaml.org,2002:float",
         re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
