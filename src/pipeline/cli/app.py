@@ -22,7 +22,8 @@ from pipeline.io.files import load_spec, parse_settings
 from pipeline.io.files import plan as planned
 from pipeline.core.hardware import PROFILES, Hardware, profile
 from pipeline.training.detect import detect
-from pipeline.io.runs import flatten
+from pipeline.io.runs import columns, flatten
+from pipeline.io.runs import shown as _number
 from pipeline.training.sweep import final_metrics as _final
 from pipeline.training.sweep import main_process, sweep_folder, sweep_metric, train_into
 from pipeline.training.sweep import sweep as run_sweep
@@ -86,18 +87,9 @@ def _table(rows: list[tuple[Any, ...]], header: tuple[str, ...]) -> str:
     return "\n".join(line.rstrip() for line in captured.get().splitlines() if line.strip())
 
 
-def _columns(rows: list[dict[str, Any]]) -> list[str]:
-    """Every key of a list of records, in first-seen order (records may lack some: a pruned trial's flag)."""
-    return list(dict.fromkeys(k for r in rows for k in r))
-
-
-def _records(rows: list[dict[str, Any]], columns: list[str]) -> str:
-    """Records as a `_table` of ``columns``, numbers shortened, a missing value blank."""
-    return _table([tuple(_number(r.get(c, "")) for c in columns) for r in rows], tuple(columns))
-
-
-def _number(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
+def _records(rows: list[dict[str, Any]], names: list[str]) -> str:
+    """Records as a `_table` of columns ``names``, numbers shortened, a missing value blank."""
+    return _table([tuple(_number(r.get(c, "")) for c in names) for r in rows], tuple(names))
 
 
 @app.command()
@@ -207,12 +199,13 @@ def sweep(
     _logging(quiet, verbose)
     base = parse_settings(settings or [])
     loaded, choices, drawn = load_spec(spec, base), _grid(grid or []), dict(parse_range(r) for r in ranges or [])
+    metric = sweep_metric(loaded, metric)
+    folder = output or sweep_folder(loaded, choices, drawn, search.value, trials, seed)
     rows = run_sweep(loaded, grid=choices, ranges=drawn, search=search.value, trials=trials, seed=seed, metric=metric,
-                     maximize=maximize, output=output, force=force)
+                     maximize=maximize, output=folder, force=force)
     if not main_process():
         return
-    metric = sweep_metric(loaded, metric)
-    typer.echo(_records(rows, _columns(rows)))
+    typer.echo(_records(rows, columns(rows)))
     scored = [r for r in rows if metric in r and not r.get("pruned")]
     failed = sum(1 for r in rows if "error" in r)
     if failed:
@@ -220,7 +213,6 @@ def sweep(
     if not scored:
         raise SpecError(f"--metric: no run reported {metric!r} (they reported {sorted(rows[0])})")
     best = (max if maximize else min)(scored, key=lambda r: r[metric])
-    folder = output or sweep_folder(loaded, choices, drawn, search.value, trials, seed)
     typer.echo(f"\nbest run by {metric}: {best['run']} ({_number(best[metric])}); results and sweep.png in {folder}")
 
 
@@ -291,15 +283,15 @@ def runs(
             raise SpecError(f"--sort: no run reported {sort!r}; metrics found: {', '.join(names) or 'none'}")
         lower = any(word in sort for word in LOWER_IS_BETTER)
         rows = sorted(scored, key=lambda r: r[sort], reverse=not lower) + [r for r in rows if r not in scored]
-    columns = _columns(rows)
+    names = columns(rows)
     if format is Listing.json:
         typer.echo(json.dumps(rows, indent=2, default=str))
     elif format is Listing.csv:
-        writer = csv.DictWriter(sys.stdout, columns)
+        writer = csv.DictWriter(sys.stdout, names)
         writer.writeheader()
         writer.writerows(rows)
     else:
-        typer.echo(_records(rows, [c for c in columns if c != "folder"]))
+        typer.echo(_records(rows, [c for c in names if c != "folder"]))
 
 
 @app.command()

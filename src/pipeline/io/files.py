@@ -199,12 +199,11 @@ def estimate(spec: Spec, hardware: Any, config: dict[str, Any] | None = None) ->
     ``config``: the base model's ``config.json`` as a dict; read from ``spec.base`` when
     not given (the files this reads, with the teacher's). Raises `SpecError` when there is no config.
     """
-    teacher = model_config(spec.teacher)
     if config is None:
         config = model_config(spec.base)
     if config is None:
         raise SpecError(f"base: no config.json found for {spec.base!r}; give the model's config as a dict")
-    result = plan(spec, hardware, config, teacher)
+    result = plan(spec, hardware, config)
     if result.memory is None:
         raise SpecError(f"base: cannot estimate memory ({'; '.join(result.notes) or 'no maxlength'})")
     return result.memory

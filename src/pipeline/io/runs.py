@@ -6,6 +6,7 @@ A run directory holds the model (or adapter) and tokenizer, plus ``run.json`` (i
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from pathlib import Path
@@ -16,7 +17,7 @@ from pipeline.core.plan import Plan
 from pipeline.core.errors import SpecError
 from pipeline.core.spec import Spec, source_kind
 
-__all__ = ["find_runs", "flatten", "guard", "is_adapter", "lineage", "run_id", "spec_document", "write_results", "write_run"]
+__all__ = ["columns", "find_runs", "flatten", "guard", "is_adapter", "lineage", "run_id", "shown", "spec_document", "write_results", "write_run"]
 
 
 def _plain(value: Any) -> Any:
@@ -49,8 +50,15 @@ def _identifying(spec: Spec) -> dict[str, Any]:
     for name in ("train", "validation"):
         path = document[name]
         if isinstance(path, str) and Path(path).is_file():
-            document[name] = {"file": path, "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest()}
+            found = Path(path).stat()
+            document[name] = {"file": path, "sha256": _sha256(path, found.st_size, found.st_mtime_ns)}
     return document
+
+
+@functools.lru_cache(maxsize=32)
+def _sha256(path: str, size: int, modified: int) -> str:
+    """A data file's hash, read once per version of the file (`run_id` and `lineage` both need it)."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 UNTIL = ("max_steps", "num_train_epochs", "save_steps", "save_strategy", "save_total_limit", "logging_steps",
@@ -132,19 +140,28 @@ def write_run(folder: Path, identity: str, run: Any) -> None:
     plot_losses(history, folder / "loss.png", title=f"run {identity}")
 
 
+def columns(rows: list[dict[str, Any]]) -> list[str]:
+    """Every key of a list of records, in first-seen order (records may lack some: a pruned trial's flag)."""
+    return list(dict.fromkeys(k for r in rows for k in r))
+
+
+def shown(value: Any) -> str:
+    """A value as a table shows it: floats to 4 significant digits."""
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
 def write_results(folder: Path, rows: list[dict[str, Any]]) -> None:
     """A sweep's records as ``results.csv`` and ``results.md`` (every key a column, in first-seen order)."""
     import csv
 
     folder.mkdir(parents=True, exist_ok=True)
-    columns = list(dict.fromkeys(k for r in rows for k in r))
+    names = columns(rows)
     with open(folder / "results.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, columns)
+        writer = csv.DictWriter(f, names)
         writer.writeheader()
         writer.writerows(rows)
-    shown = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)  # noqa: E731
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(shown(r.get(c, "")) for c in columns) + " |" for r in rows]
+    lines = ["| " + " | ".join(names) + " |", "|" + "---|" * len(names)]
+    lines += ["| " + " | ".join(shown(r.get(c, "")) for c in names) + " |" for r in rows]
     (folder / "results.md").write_text("\n".join(lines) + "\n")
 
 

@@ -40,7 +40,7 @@ def predict(run: Any, inputs: list[Any], task: str | None = None, hardware: Any 
     """
     import torch
 
-    model, tokenizer, document, length = _prepared(run, task, hardware)
+    model, tokenizer, document, length, _ = _prepared(run, task, hardware)
     model.eval()
     with torch.no_grad():
         if document["task"] == "question-answering":
@@ -52,10 +52,10 @@ SPEC_FIELDS = ("task", "columns", "maxlength", "stride", "prefix", "merge", "met
 """What evaluation and predict take from the run's spec: how its data is read and scored."""
 
 
-def _prepared(run: Any, task: str | None, hardware: Any) -> tuple[Any, Any, dict[str, Any], int]:
+def _prepared(run: Any, task: str | None, hardware: Any) -> tuple[Any, Any, dict[str, Any], int, int | None]:
     """The run's model and tokenizer, the spec fields that say how its inputs were prepared
-    (`SPEC_FIELDS`, with the task, and the plan's evaluation batch size) and the length training cut
-    them to (`stages.maxlength`)."""
+    (`SPEC_FIELDS`, with the task), the length training cut them to (`stages.maxlength`) and the
+    plan's evaluation batch size (``None`` where it set none)."""
     from pipeline.core.frozen import thaw
     from pipeline.training.stages import maxlength
 
@@ -66,9 +66,8 @@ def _prepared(run: Any, task: str | None, hardware: Any) -> tuple[Any, Any, dict
         document, planned = {k: v for k, v in found.items() if k in SPEC_FIELDS}, _plan(run)
     model, tokenizer, task = _model(run, task or document.get("task"), hardware)
     document["task"] = task
-    document["eval_batch"] = (planned.get("training_args") or {}).get("per_device_eval_batch_size")
-    return model, tokenizer, document, maxlength(document.get("maxlength"), planned.get("maxlength"), tokenizer,
-                                                 [model.config])
+    length = maxlength(document.get("maxlength"), planned.get("maxlength"), tokenizer, [model.config])
+    return model, tokenizer, document, length, (planned.get("training_args") or {}).get("per_device_eval_batch_size")
 
 
 def evaluate(run: Any, source: Any, task: str | None = None, hardware: Any = None) -> dict[str, float]:
@@ -85,8 +84,8 @@ def evaluate(run: Any, source: Any, task: str | None = None, hardware: Any = Non
     from pipeline.core.spec import Spec
     from pipeline.training.stages import collator, scoring
 
-    model, tokenizer, document, length = _prepared(run, task, hardware)
-    task, batch = document["task"], document.pop("eval_batch")
+    model, tokenizer, document, length, batch = _prepared(run, task, hardware)
+    task = document["task"]
     spec = Spec(**{**document, "base": "run", "train": source})
     dataset = read(spec.train, "data")
     found = problems(dataset, spec, "data")
@@ -232,6 +231,7 @@ def _answers(model: Any, tokenizer: Any, document: dict[str, Any], length: int, 
     where no answer scores higher; its probability within its window."""
     import math
 
+    import torch
     from datasets import Dataset
 
     from pipeline.tasks.metrics import Windows, best_answers
@@ -240,8 +240,7 @@ def _answers(model: Any, tokenizer: Any, document: dict[str, Any], length: int, 
     from pipeline.training.stages import collator
 
     rows = [{"question": question, "context": context, "answers": None} for question, context in items]
-    fields = {k: v for k, v in document.items() if k != "eval_batch"}
-    spec = Spec(**{**fields, "columns": None, "base": "run", "train": rows})
+    spec = Spec(**{**document, "columns": None, "base": "run", "train": rows})
     encoded = encode(Dataset.from_list(rows), spec, tokenizer, length, windows=True)
     windows = Windows(encoded["example"], encoded["cls"], encoded["offsets"], [r["context"] for r in rows],
                       [("",)] * len(rows))
@@ -254,17 +253,10 @@ def _answers(model: Any, tokenizer: Any, document: dict[str, Any], length: int, 
         ends += output.end_logits.float().cpu().tolist()
     found = []
     for item, (answer, window, score) in zip(items, best_answers(starts, ends, windows)):
-        n = len(windows.offsets[window])
-        normal = _logsumexp(starts[window][:n]) + _logsumexp(ends[window][:n])  # the softmax denominators
+        n = len(windows.offsets[window])  # the window's own tokens, not the batch's padding
+        normal = sum(float(torch.tensor(logits[window][:n]).logsumexp(0)) for logits in (starts, ends))
         found.append({"input": item, "answer": answer, "score": math.exp(score - normal)})
     return found
-
-
-def _logsumexp(values: list[float]) -> float:
-    import math
-
-    top = max(values)
-    return top + math.log(sum(math.exp(v - top) for v in values))
 
 
 def read_inputs(path: str | Path, task: str) -> list[Any]:
