@@ -9,6 +9,8 @@ from datasets import Dataset
 from pipeline import DataError, Spec
 
 from pipeline.io import data
+from pipeline.tasks import Labels
+from pipeline.tasks.classification import read_labels
 from pipeline.testing import questions, sentences
 
 ROWS = [{"text": "the car is red", "label": "positive"}, {"text": "the hat is blue", "label": "negative"}]
@@ -82,29 +84,29 @@ def test_columns_that_mix_types_are_a_data_error():
 @pytest.mark.parametrize(
     ("values", "expected"),
     [
-        ([0, 1, 2, 1], data.Labels(3)),
-        (["b", "a", "b"], data.Labels(2, classes=("a", "b"))),
-        ([3, 11, 7], data.Labels(3, classes=(3, 7, 11))),
-        ([[1, 0], [0.0, 1.0]], data.Labels(2, "multi_label_classification")),
-        ([0.5, 1.5], data.Labels(1, "regression")),
+        ([0, 1, 2, 1], Labels(3)),
+        (["b", "a", "b"], Labels(2, classes=("a", "b"))),
+        ([3, 11, 7], Labels(3, classes=(3, 7, 11))),
+        ([[1, 0], [0.0, 1.0]], Labels(2, "multi_label_classification")),
+        ([0.5, 1.5], Labels(1, "regression")),
     ],
     ids=["ids", "strings", "non-contiguous", "multi-label", "regression"],
 )
 def test_label_kinds_are_detected(values, expected):
-    assert data.labels(values, "label") == expected
+    assert read_labels(values, "label") == expected
 
 
 def test_label_problems_are_named():
     with pytest.raises(DataError, match="labels mix int and string"):
-        data.labels([1, "a"], "column 'label'")
+        read_labels([1, "a"], "column 'label'")
     with pytest.raises(DataError, match=r"multi-label vectors differ in length \(\[1, 2\]\)"):
-        data.labels([[1], [1, 0]], "column 'label'")
+        read_labels([[1], [1, 0]], "column 'label'")
     with pytest.raises(DataError, match="label None in row 2"):
-        data.labels([1, None], "column 'label'")
+        read_labels([1, None], "column 'label'")
 
 
 def test_string_labels_map_to_ids_with_names():
-    labels = data.labels(["pos", "neg", "pos"], "label")
+    labels = read_labels(["pos", "neg", "pos"], "label")
     assert [labels.encode(v) for v in ["neg", "pos"]] == [0, 1]
     assert labels.config() == {"num_labels": 2, "id2label": {0: "neg", 1: "pos"}, "label2id": {"neg": 0, "pos": 1}}
 
@@ -119,7 +121,7 @@ def bert_tokenizer(models):
 def test_classification_is_not_padded_here(bert_tokenizer):
     rows = [{"text": "the car", "label": 0}, {"text": "the car is red and the hat is blue", "label": 1}]
     spec = Spec(base="m", train=rows)
-    encoded = data.encode(data.read(spec.train, "train"), spec, bert_tokenizer, 64, data.labels([0, 1], "label"))
+    encoded = data.encode(data.read(spec.train, "train"), spec, bert_tokenizer, 64, read_labels([0, 1], "label"))
     lengths = [len(ids) for ids in encoded["input_ids"]]
     assert lengths[0] < lengths[1]  # the collator pads each batch, not the whole set
     assert encoded["labels"] == [0, 1]
@@ -128,7 +130,7 @@ def test_classification_is_not_padded_here(bert_tokenizer):
 def test_a_non_text_value_is_named(bert_tokenizer):
     spec = Spec(base="m", train=[{"text": None, "label": 0}])
     with pytest.raises(DataError, match="column 'text': expected text, got None"):
-        data.encode(data.read(spec.train, "train"), spec, bert_tokenizer, 64, data.labels([0, 1], "label"))
+        data.encode(data.read(spec.train, "train"), spec, bert_tokenizer, 64, read_labels([0, 1], "label"))
 
 
 @pytest.mark.parametrize("merge", ["concat", "pack", None])
@@ -216,5 +218,5 @@ def test_labels_mixing_numbers_and_words_are_refused_from_csv_as_from_json(tmp_p
 
 def test_float_labels_of_only_0_and_1_are_not_silently_regression():
     with pytest.raises(DataError, match="all 0.0 or 1.0.*give ints 0 and 1"):
-        data.labels([0.0, 1.0, 1.0], "column 'label'")
-    assert data.labels([0.0, 0.5, 1.0], "label") == data.Labels(1, "regression")
+        read_labels([0.0, 1.0, 1.0], "column 'label'")
+    assert read_labels([0.0, 0.5, 1.0], "label") == Labels(1, "regression")

@@ -25,7 +25,9 @@ def test_the_package_keeps_its_layer_contracts():
 
 @pytest.mark.parametrize(("module", "wrong", "broken"), [
     ("core/plan.py", "from pipeline.training import stages", "layers"),
-    ("core/memory.py", "import torch", "the core imports no torch"),
+    ("core/memory.py", "import torch", "the core and the tasks import no torch"),
+    ("tasks/classification.py", "import transformers", "the core and the tasks import no torch"),
+    ("tasks/task.py", "from pipeline.core import plan", "layers"),
     ("io/data.py", "from pipeline.cli import app", "layers"),
 ])
 def test_a_wrong_import_breaks_the_build(tmp_path, module, wrong, broken):

@@ -8,10 +8,21 @@ import pytest
 from transformers import EvalPrediction
 
 from pipeline import Hardware, Spec, fine_tune, plan, start
-from pipeline.tasks.metrics import Windows, best_span, default_metrics, perplexity, predicted_ids
+from pipeline.tasks import TASKS
+from pipeline.tasks import Labels
+from pipeline.tasks.questions import Windows, _squad, best_span
 from pipeline.testing import sentences, sentiment
 
 CPU = Hardware()
+
+
+def default_metrics(task, problem):
+    """The task's ``compute_metrics`` for labels of ``problem`` (no rows: tasks that score rows are tested below)."""
+    return TASKS[task].score(Labels(2, problem), None, None, None)[0]
+
+
+def predicted_ids(task):
+    return TASKS[task].score(None, None, None, None)[1]
 
 
 def test_single_label_accuracy_and_macro_f1():
@@ -31,10 +42,9 @@ def test_multi_label_micro_f1_and_regression():
 
 
 def test_language_models_report_perplexity_and_others_no_default():
-    assert perplexity("language-generation", {"eval_loss": 2.0}) == {"eval_perplexity": math.exp(2.0)}
-    assert perplexity("text-classification", {"eval_loss": 2.0}) == {}
+    assert TASKS["language-generation"].after_evaluation({"eval_loss": 2.0}) == {"eval_perplexity": math.exp(2.0)}
+    assert TASKS["text-classification"].after_evaluation({"eval_loss": 2.0}) == {}
     assert default_metrics("token-detection", None) is None
-    assert default_metrics("question-answering", None) is None  # nothing to score answers against
 
 
 def test_best_span_stays_in_the_context_and_within_the_longest_answer():
@@ -49,7 +59,7 @@ def test_best_span_stays_in_the_context_and_within_the_longest_answer():
 def squad(windows, starts, ends):
     width = max(len(o) for o in windows.offsets)
     pad = lambda rows: np.array([r + [-100.0] * (width - len(r)) for r in rows])  # as the Trainer pads
-    return default_metrics("question-answering", None, windows)(EvalPrediction((pad(starts), pad(ends)), None))
+    return _squad(EvalPrediction((pad(starts), pad(ends)), None), windows)
 
 
 def test_squad_exact_match_and_f1_per_question_over_its_windows():

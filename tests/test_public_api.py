@@ -36,7 +36,7 @@ def test_import_and_plan_import_no_torch():
         "     'num_attention_heads': 4, 'intermediate_size': 128, 'max_position_embeddings': 512}\n"
         "assert p.plan(s, p.profile('h100-80gb'), c).memory.fits\n"
         "import pipeline.core.search as q; q.random_trials({'a': [1]}, dict([q.parse_range('b=1e-5:1e-3:log')]), 2)\n"
-        "import pipeline.tasks as t; t.reported_metrics('question-answering', True, False)\n"
+        "import pipeline.tasks as t; t.TASKS['question-answering'].reported(True, False)\n"
         "heavy = {'torch', 'transformers', 'peft', 'bitsandbytes', 'datasets'}\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))\n"
     )

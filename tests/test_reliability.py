@@ -183,7 +183,7 @@ def test_a_run_that_fails_before_its_first_checkpoint_leaves_no_folder(models, t
 def test_an_output_without_room_for_the_model_is_refused_up_front(models, tmp_path):
     """Disk space is checked against the estimated size of what the run saves (here ~4 TB of weights)."""
     from pipeline import plan
-    from pipeline.core.errors import SpecError
+    from pipeline.errors import SpecError
     from pipeline.io.preflight import preflight
 
     huge = {"model_type": "llama", "vocab_size": 32000, "hidden_size": 16384, "num_hidden_layers": 1000,

@@ -7,7 +7,7 @@ Specs say what a run wants, `plan` derives every config from a spec and the hard
 
 import logging as _logging
 
-from pipeline.core.errors import DataError, HardwareError, Interrupted, PipelineError, SpecError
+from pipeline.errors import DataError, HardwareError, Interrupted, PipelineError, SpecError
 from pipeline.core.frozen import evolve
 from pipeline.core.hardware import PROFILES, Hardware, profile
 from pipeline.core.memory import Memory

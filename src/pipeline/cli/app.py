@@ -17,7 +17,7 @@ from typing import Annotated, Any
 import typer
 
 from pipeline.core.plan import Plan
-from pipeline.core.errors import Interrupted, PipelineError, SpecError
+from pipeline.errors import Interrupted, PipelineError, SpecError
 from pipeline.io.files import load_spec, parse_settings
 from pipeline.io.files import plan as planned
 from pipeline.core.hardware import PROFILES, Hardware, profile
@@ -28,6 +28,7 @@ from pipeline.training.sweep import final_metrics as _final
 from pipeline.training.sweep import main_process, sweep_folder, sweep_metric, train_into
 from pipeline.training.sweep import sweep as run_sweep
 from pipeline.core.spec import Spec
+from pipeline.tasks import TASKS
 
 app = typer.Typer(
     help=__doc__.splitlines()[0], no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False
@@ -309,7 +310,7 @@ def predict(
     _logging(quiet=True)
     task = run_task(run)
     inputs: list[Any] = list(texts or [])
-    if task == "question-answering":
+    if TASKS[task].inputs > 1:  # question answering: (question, context)
         if inputs and not context:
             raise SpecError("predict: question answering needs --context TEXT for the questions (or --file JSONL)")
         inputs = [(question, context) for question in inputs]
@@ -318,7 +319,7 @@ def predict(
     if not inputs:
         raise SpecError("predict: no inputs; give texts after the run folder, or --file FILE")
     for prediction in predict_all(run, inputs, task):
-        typer.echo(json.dumps(prediction, default=str) if format is Listing.json else _said(task, prediction))
+        typer.echo(json.dumps(prediction, default=str) if format is Listing.json else TASKS[task].said(prediction))
 
 
 @app.command()
@@ -336,25 +337,6 @@ def evaluate(
         typer.echo(json.dumps(metrics, indent=2))
     else:
         typer.echo(_table([(k, _number(v)) for k, v in metrics.items()], ("metric", "value")))
-
-
-def _said(task: str, p: dict[str, Any]) -> str:
-    """One prediction as a line for a person."""
-    shown = p["input"] if isinstance(p["input"], str) else " | ".join(p["input"])
-    if "label" in p:
-        return f"{p['label']} ({p['score']:.2f})  {shown}"
-    if "labels" in p:
-        return f"{', '.join(p['labels']) or '(none)'}  {shown}"
-    if "value" in p:
-        return f"{p['value']:.4g}  {shown}"
-    if "answer" in p:
-        return f"{p['answer'] or '(no answer)'} ({p['score']:.2f})  {shown}"
-    if "fills" in p:
-        return f"{shown}  ->  " + "; ".join(", ".join(f"{f['token']} {f['score']:.2f}" for f in fills[:3])
-                                            for fills in p["fills"])
-    if "tokens" in p:
-        return " ".join(f"[{t['token']}]" if t["replaced"] > 0.5 else t["token"] for t in p["tokens"])
-    return f"{shown}  ->  {p['text']}"
 
 
 @app.command()

@@ -8,7 +8,7 @@ from typing import Annotated, Any, ClassVar, TypeVar
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 from typing_extensions import Self
 
-from pipeline.core.errors import SpecError
+from pipeline.errors import SpecError
 
 M = TypeVar("M", bound="Frozen")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field, model_validator
 
 from pipeline.core.frozen import Frozen
-from pipeline.core.errors import SpecError
+from pipeline.errors import SpecError
 
 __all__ = ["PROFILES", "Hardware", "profile"]
 

@@ -43,6 +43,7 @@ from typing import Any
 from pydantic import computed_field
 
 from pipeline.core.frozen import Frozen, FrozenDict, FrozenMapping
+from pipeline.tasks import TASKS
 
 __all__ = ["Memory", "Setup", "Shape", "Suggestion", "memory", "shape"]
 
@@ -399,7 +400,7 @@ def _checkpointing(setup: Setup) -> bool:
 
 
 def _logits(model: Shape, setup: Setup, tokens: int) -> tuple[int, str]:
-    if setup.task in ("text-classification", "question-answering"):
+    if not TASKS[setup.task].vocabulary:
         return setup.batch * 64 * 4, "a few floats per example"
     # The output in the training dtype, its float32 log-softmax kept for the loss, and its gradient.
     size = _value_bytes(model, setup)
@@ -450,7 +451,7 @@ def _parts(model: Shape, setup: Setup) -> tuple[dict[str, int], dict[str, str]]:
     if setup.lora_r:
         adapted = _adapted(model, setup.lora_targets)
         lora = sum(n * setup.lora_r * (i + o) for i, o, n in adapted.values())
-        trainable = lora + (head if setup.task == "text-classification" else 0)  # peft trains new heads in full
+        trainable = lora + head  # peft trains the task's new head in full
         adapters = trainable * 4
         inputs["adapters"] = f"r {setup.lora_r} x (in + out) of {sum(n for *_, n in adapted.values())} linears, float32"
         grad_size = 4
@@ -499,10 +500,10 @@ def _dtype(model: Shape, setup: Setup) -> tuple[str, int]:
 
 def _counts(model: Shape, setup: Setup) -> tuple[int, int, int]:
     """Parameters in the blocks, elsewhere (embeddings, norms, heads), and in the task's head."""
-    head = 0 if model.tied or not setup.language_model else model.vocab * model.hidden
-    if setup.task == "text-classification":
-        head = model.hidden * (model.hidden + setup.labels)  # pooler and classifier
-    return model.block_parameters(), model.other_parameters() + model.embedding_parameters() + head, head
+    output = 0 if model.tied or not setup.language_model else model.vocab * model.hidden
+    task = TASKS[setup.task]
+    head = task.head(model.hidden, setup.labels) if task.head else 0
+    return model.block_parameters(), model.other_parameters() + model.embedding_parameters() + output + head, head
 
 
 def _weights(model: Shape, setup: Setup) -> tuple[int, str]:

@@ -11,11 +11,11 @@ from dataclasses import replace
 from typing import Any, Literal
 
 from pipeline.core.frozen import Frozen, FrozenDict, FrozenMapping
-from pipeline.core.errors import HardwareError, SpecError
+from pipeline.errors import HardwareError, SpecError
 from pipeline.core.hardware import Hardware
 from pipeline.core.memory import Memory, Setup, Shape, memory, shape
 from pipeline.core.spec import LORA_DEFAULTS, QUANTIZE_DEFAULTS, TRAINING_DEFAULTS, Spec
-from pipeline.tasks import DEFAULT_METRICS, DISTILLATION, TASKS
+from pipeline.tasks import TASKS
 
 __all__ = ["Origin", "Plan", "lora_kwargs", "plan", "quantization_kwargs", "training_kwargs"]
 
@@ -68,7 +68,7 @@ def training_kwargs(spec: Spec, hardware: Hardware) -> Derived:
         layers.append(("pipeline", "validation data given", {"eval_strategy": "epoch"}))
     if hardware.processes > 1:
         distributed: dict[str, Any] = {"ddp_find_unused_parameters": False}
-        if not rule.language_model and spec.task != "sequence-sequence":
+        if not rule.token_loss:
             # One loss per example: averaging "tokens" across processes would scale it by the world size.
             distributed["average_tokens_across_devices"] = False
         layers.append(("hardware", f"{hardware.processes} training processes (DDP)", distributed))
@@ -191,16 +191,10 @@ def lora_kwargs(spec: Spec) -> tuple[dict[str, Any] | None, dict[str, Origin], l
 def _ignored(spec: Spec) -> list[str]:
     """Notes for fields the user set that this task does not use."""
     rule = TASKS[spec.task]
-    uses = {
-        "merge": rule.language_model,
-        "prefix": spec.task == "sequence-sequence",
-        "stride": spec.task == "question-answering",
-        "generator": spec.task == "token-detection",
-    }
     return [
         f"{field}: ignored, {spec.task} does not use it"
-        for field, used in uses.items()
-        if field in spec.model_fields_set and not used
+        for field in ("merge", "prefix", "stride", "generator")
+        if field in spec.model_fields_set and field not in rule.fields
     ]
 
 
@@ -380,7 +374,7 @@ def _distillation(spec: Spec, loaded: str, provenance: dict[str, Origin], notes:
         "distillation.loss": Origin(source="task", reason=f"{spec.task}: (1 - alpha) * loss + alpha * T^2 * this"),
     }
     return {"teacher": teacher, "loaded": loaded, "temperature": temperature, "alpha": alpha,
-            "loss": DISTILLATION[spec.task]}
+            "loss": TASKS[spec.task].distillation}
 
 
 LEAN_SHARE = 0.5
@@ -412,9 +406,9 @@ def _metrics(spec: Spec, provenance: dict[str, Origin]) -> str | None:
     if spec.metrics is not None:
         provenance["metrics"] = Origin(source="user", reason="metrics")
         return spec.metrics if isinstance(spec.metrics, str) else getattr(spec.metrics, "__name__", "a function")
-    if spec.task in DEFAULT_METRICS:
+    if TASKS[spec.task].metrics:
         provenance["metrics"] = Origin(source="task", reason="on validation data")
-        return DEFAULT_METRICS[spec.task]
+        return TASKS[spec.task].metrics
     return None
 
 
@@ -507,8 +501,8 @@ def _setup(
         optimizer=str(training.get("optim", "adamw_torch_fused")),
         dtype=model.dtype if dtype == "auto" else dtype,
         mixed_precision=bool(training.get("bf16") or training.get("fp16")),
-        language_model=rule.language_model or spec.task == "sequence-sequence",
-        models=2 if spec.task == "token-detection" else 1,
+        language_model=rule.vocabulary,
+        models=rule.models,
     )
 
 

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.core.errors import SpecError
+from pipeline.errors import SpecError
 
 __all__ = ["Range", "grid", "parse_range", "random_trials", "suggest"]
 

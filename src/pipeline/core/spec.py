@@ -14,14 +14,7 @@ from pipeline.tasks import TASKS
 
 __all__ = ["LORA_DEFAULTS", "QUANTIZE_DEFAULTS", "TRAINING_DEFAULTS", "Spec", "TaskName"]
 
-TaskName = Literal[
-    "text-classification",
-    "language-generation",
-    "language-modeling",
-    "question-answering",
-    "sequence-sequence",
-    "token-detection",
-]
+TaskName = Literal[tuple(TASKS)]  # type: ignore[valid-type]  # the registry's names
 
 # The defaults the seed fixes (see MISSION.md); derive.py applies them.
 TRAINING_DEFAULTS: Mapping[str, Any] = FrozenDict(
@@ -408,12 +401,13 @@ class Spec(Frozen):
     def _columns_named(self) -> Spec:
         if self.columns is None:
             return self
-        optional = {1} if self.task == "text-classification" and len(self.columns) == 3 else set()
+        defaults = TASKS[self.task].columns
+        optional = {i for i, c in enumerate(defaults) if c is None} if len(self.columns) == len(defaults) else set()
         missing = [i for i, c in enumerate(self.columns) if c is None and i not in optional]
         if missing:
             raise ValueError(
                 f"columns: position {missing[0]} has no name (got {list(self.columns)}); name every column "
-                f"(only the second text of a classification pair may be null), e.g. {list(TASKS[self.task].columns)}"
+                f"(only the second text of a classification pair may be null), e.g. {list(defaults)}"
             )
         return self
 
@@ -425,7 +419,7 @@ class Spec(Frozen):
     @model_validator(mode="after")
     def _stride_fits_maxlength(self) -> Spec:
         given = "stride" in self.model_fields_set
-        if self.task == "question-answering" and self.maxlength and given and self.stride >= self.maxlength // 2:
+        if "stride" in TASKS[self.task].fields and self.maxlength and given and self.stride >= self.maxlength // 2:
             raise ValueError(
                 f"stride: question windows must advance, so stride must be under half of maxlength "
                 f"(got stride={self.stride}, maxlength={self.maxlength}); set e.g. stride: {self.maxlength // 4}"

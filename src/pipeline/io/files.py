@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pipeline.core.errors import SpecError
+from pipeline.errors import SpecError
 from pipeline.core.spec import LORA_DEFAULTS, QUANTIZE_DEFAULTS, Spec
 
 __all__ = ["estimate", "load_spec", "model_config", "parse_settings", "plan", "with_settings"]

@@ -13,9 +13,10 @@ from typing import Any
 from pipeline.io import data
 from pipeline.core.fields import TRAINING_ARGUMENTS
 from pipeline.core.plan import Plan
-from pipeline.core.errors import DataError, SpecError
+from pipeline.errors import DataError, SpecError
 from pipeline.io.files import config_file
 from pipeline.core.spec import Spec
+from pipeline.tasks import TASKS
 
 __all__ = ["preflight"]
 
@@ -46,20 +47,9 @@ def preflight(spec: Spec, plan: Plan | None = None, arguments: Any = None) -> tu
         read[field] = None if found else dataset
 
     labels = None
-    if spec.task == "text-classification" and read and all(v is not None for v in read.values()):
-        column = data.columns(spec)[2]
-        values = [v for dataset in read.values() for v in dataset[column]]
-        splits = [(name, len(dataset)) for name, dataset in read.items()]
-
-        def where(i: int) -> str:
-            for name, size in splits:
-                if i < size:
-                    return f"{name} row {i + 1}"
-                i -= size
-            return f"row {i + 1}"
-
+    if read and all(v is not None for v in read.values()):
         try:
-            labels = data.labels(values, f"column {column!r}", where)
+            labels = data.labels(read, spec)
         except DataError as e:
             data_problems += e.problems
 
@@ -120,7 +110,7 @@ def _model_problems(spec: Spec) -> list[str]:
         configs = [getattr(spec.base[0], "config", None)]
     else:
         configs = [_model_config("base", spec.base, problems)]
-        if spec.task == "token-detection" and spec.generator:
+        if "generator" in TASKS[spec.task].fields and spec.generator:
             configs.append(_model_config("generator", spec.generator, problems))
     for config in filter(None, configs):
         limit = positions(config)
@@ -149,7 +139,7 @@ def _teacher_problems(spec: Spec, labels: data.Labels | None) -> list[str]:
             return [f"teacher: {spec.teacher!r} is an adapter without its tokenizer; give a pipeline run folder"]
         tokenizer = AutoTokenizer.from_pretrained(spec.teacher)
     have = getattr(config, "num_labels", None)
-    if spec.task == "text-classification" and labels is not None and have != labels.num_labels:
+    if labels is not None and have != labels.num_labels:
         problems.append(
             f"teacher: it has {have} labels and the data {labels.num_labels}; distill from a teacher trained on "
             "the same labels"

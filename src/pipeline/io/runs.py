@@ -14,7 +14,7 @@ from typing import Any
 
 from pipeline.core.frozen import thaw
 from pipeline.core.plan import Plan
-from pipeline.core.errors import SpecError
+from pipeline.errors import SpecError
 from pipeline.core.spec import Spec, source_kind
 
 __all__ = ["columns", "find_runs", "flatten", "guard", "is_adapter", "lineage", "run_id", "shown", "spec_document", "write_results", "write_run"]

@@ -18,9 +18,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from pipeline.tasks import Task
 from pipeline.training.trainer import Trainer
 
-__all__ = ["Distilling", "sigmoid_kl", "softmax_kl"]
+__all__ = ["Distilling", "Softened", "sigmoid_kl", "softmax_kl"]
 
 POSITIONS = ("labels", "start_positions", "end_positions")
 """What the student learns from and the teacher must not see."""
@@ -47,34 +48,25 @@ def _vocabulary(student: torch.Tensor, teacher: torch.Tensor) -> tuple[torch.Ten
     return student[..., :n], teacher[..., :n]
 
 
-def term(task: str, problem: str | None, student: Any, teacher: Any, inputs: dict[str, Any], temperature: float) -> torch.Tensor:
-    """The distillation term of each labelled item, flat."""
-    if task == "question-answering":
-        start = softmax_kl(student.start_logits, teacher.start_logits, temperature)
-        end = softmax_kl(student.end_logits, teacher.end_logits, temperature)
-        return (start + end) / 2
-    s, t = student.logits, teacher.logits
-    if task == "text-classification":
-        if problem == "regression":
-            return (s.float() - t.float()).pow(2).flatten()
-        if problem == "multi_label_classification":
-            return sigmoid_kl(s, t, temperature).flatten()
-        return softmax_kl(s, t, temperature)
-    if task == "token-detection":
-        mask = inputs.get("attention_mask")
-        kl = sigmoid_kl(s, t, temperature)
-        return kl[mask.bool()] if mask is not None else kl.flatten()
-    labels = inputs["labels"]
-    if task == "language-generation":  # position i predicts token i + 1
-        s, t, labels = s[:, :-1], t[:, :-1], labels[:, 1:]
-    mask = labels != -100
-    return softmax_kl(*_vocabulary(s[mask], t[mask]), temperature)
+class Softened:
+    """The divergences a task's ``distill`` compares outputs with, at one temperature."""
+
+    def __init__(self, temperature: float):
+        self.temperature = temperature
+
+    def softmax(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+        return softmax_kl(student, teacher, self.temperature)
+
+    def sigmoid(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+        return sigmoid_kl(student, teacher, self.temperature)
+
+    vocabulary = staticmethod(_vocabulary)
 
 
 class Distilling(Trainer):
     """Our `Trainer`, its training loss mixed with the frozen ``teacher``'s (evaluation reports the plain loss)."""
 
-    def __init__(self, *args: Any, teacher: Any, temperature: float, alpha: float, task: str,
+    def __init__(self, *args: Any, teacher: Any, temperature: float, alpha: float, task: Task,
                  problem: str | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.teacher, self.temperature, self.alpha, self.task, self.problem = teacher, temperature, alpha, task, problem
@@ -84,7 +76,7 @@ class Distilling(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if not model.training:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        detection = self.task == "token-detection"
+        detection = self.task.models > 1  # a model pair: the term mixes into the discriminator's loss
         asked = {**inputs, "parts": True} if detection else inputs
         loss, outputs = super().compute_loss(model, asked, True, num_items_in_batch)
         if detection:
@@ -93,7 +85,7 @@ class Distilling(Trainer):
             seen = {k: v for k, v in inputs.items() if k not in POSITIONS}
         with torch.no_grad():
             taught = self.teacher(**seen)
-        values = term(self.task, self.problem, outputs, taught, inputs, self.temperature)
+        values = self.task.distill(outputs, taught, inputs, Softened(self.temperature), self.problem)
         distilled = self._mean(values, num_items_in_batch)
         alpha = self.alpha
         if detection:

@@ -14,14 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.training.hush import hushed
-from pipeline.core.errors import SpecError
-from pipeline.tasks import TASKS, saved_class
+from pipeline.errors import SpecError
+from pipeline.tasks import TASKS
 
 __all__ = ["evaluate", "predict", "read_inputs", "run_task"]
-
-GENERATED_TOKENS = 32
-"""New tokens generated per input (language generation, sequence to sequence)."""
-
 
 def predict(run: Any, inputs: list[Any], task: str | None = None, hardware: Any = None) -> list[dict[str, Any]]:
     """One prediction per input, by task:
@@ -33,6 +29,8 @@ def predict(run: Any, inputs: list[Any], task: str | None = None, hardware: Any 
     - question-answering: ``answer`` (``""`` for no answer) and ``score``
     - token-detection: ``tokens``, each with the probability it was ``replaced``
 
+    Each task's module under `pipeline.tasks` says how (its ``predict``).
+
     ``run`` is a trained `Run` or a run folder (``task`` then comes from its spec.yaml). Inputs are
     prepared as the run's training prepared its data: its ``prefix``, its ``maxlength``, and for
     question answering its strided windows over a long context. A folder's model goes to the GPU
@@ -43,9 +41,39 @@ def predict(run: Any, inputs: list[Any], task: str | None = None, hardware: Any 
     model, tokenizer, document, length, _ = _prepared(run, task, hardware)
     model.eval()
     with torch.no_grad():
-        if document["task"] == "question-answering":
-            return _answers(model, tokenizer, document, length, inputs)
-        return [_one(document, model, tokenizer, length, item) for item in inputs]
+        return TASKS[document["task"]].predict(list(inputs), Kit(model, tokenizer, length, document))
+
+
+class Kit:
+    """What a task's ``predict`` runs with (`pipeline.tasks.task.Kit`)."""
+
+    def __init__(self, model: Any, tokenizer: Any, length: int, document: dict[str, Any]):
+        self.model, self.tokenizer, self.length, self.document = model, tokenizer, length, document
+        self.task = TASKS[document["task"]]
+
+    def tokenize(self, *texts: Any, **kwargs: Any) -> Any:
+        batch = self.tokenizer(*texts, truncation=True, max_length=self.length, return_tensors="pt", **kwargs)
+        return batch.to(self.model.device)
+
+    def encode(self, rows: list[dict[str, Any]]) -> Any:
+        from datasets import Dataset
+
+        from pipeline.core.spec import Spec
+        from pipeline.io.data import encode
+
+        spec = Spec(**{**self.document, "columns": None, "base": "run", "train": rows})
+        return encode(Dataset.from_list(rows), spec, self.tokenizer, self.length, windows=True)
+
+    def outputs(self, features: Any, drop: tuple[str, ...] = ()) -> list[Any]:
+        from pipeline.training.stages import collator
+
+        features = features.remove_columns([c for c in drop if c in features.column_names])
+        collate = collator(self.document["task"], self.tokenizer, self.model)
+        found = []
+        for i in range(0, len(features), 16):
+            batch = collate([features[j] for j in range(i, min(i + 16, len(features)))]).to(self.model.device)
+            found.append(self.model(**batch))
+        return found
 
 
 SPEC_FIELDS = ("task", "columns", "maxlength", "stride", "prefix", "merge", "metrics")
@@ -77,10 +105,9 @@ def evaluate(run: Any, source: Any, task: str | None = None, hardware: Any = Non
 
     Raises `DataError` for data the run cannot read (missing columns, labels it does not know).
     """
-    from pipeline.tasks.metrics import perplexity
     from pipeline.training.trainer import Arguments, Trainer, quiet_progress
     from pipeline.io.data import encode, problems, read
-    from pipeline.core.errors import DataError
+    from pipeline.errors import DataError
     from pipeline.core.spec import Spec
     from pipeline.training.stages import collator, scoring
 
@@ -90,7 +117,7 @@ def evaluate(run: Any, source: Any, task: str | None = None, hardware: Any = Non
     dataset = read(spec.train, "data")
     found = problems(dataset, spec, "data")
     labels = None
-    if task == "text-classification" and not found:
+    if TASKS[task].read_labels and not found:
         labels, dataset = _labels(model.config, dataset, spec, found)
     if found:
         raise DataError(found)
@@ -102,7 +129,7 @@ def evaluate(run: Any, source: Any, task: str | None = None, hardware: Any = Non
                       processing_class=tokenizer, **scores)
     quiet_progress(trainer)
     metrics = trainer.evaluate(encoded)
-    return metrics | perplexity(task, metrics)
+    return metrics | TASKS[task].after_evaluation(metrics)
 
 
 def _labels(config: Any, dataset: Any, spec: Any, found: list[str]) -> tuple[Any, Any]:
@@ -113,13 +140,14 @@ def _labels(config: Any, dataset: Any, spec: Any, found: list[str]) -> tuple[Any
     problem = config.problem_type
     if problem in ("regression", "multi_label_classification") or config.num_labels == 1:
         return Labels(config.num_labels, problem or "regression"), dataset
-    column = columns(spec)[2]
+    column = columns(spec)[-1]
     names = [config.id2label[i] for i in range(config.num_labels)]
     named = names != [f"LABEL_{i}" for i in range(config.num_labels)]
+    one = lambda v: not isinstance(v, (list, tuple, dict))  # noqa: E731 (a label per row, not a tag sequence)
     if named:  # trained on text labels, or on ids that are not 0..n-1 (saved as their text)
-        dataset = dataset.map(lambda batch: {column: [str(v) for v in batch[column]]}, batched=True)
+        dataset = dataset.map(lambda batch: {column: [str(v) if one(v) else v for v in batch[column]]}, batched=True)
     known = names if named else list(range(config.num_labels))
-    unknown = sorted({str(v) for v in dataset[column] if v not in known})
+    unknown = sorted({str(v) for v in dataset[column] if one(v) and v not in known})
     if unknown:
         found.append(f"data: column {column!r}: labels {unknown[:5]} are not the model's ({', '.join(map(str, known))})")
     return Labels(config.num_labels, classes=tuple(names) if named else None), dataset
@@ -128,13 +156,14 @@ def _labels(config: Any, dataset: Any, spec: Any, found: list[str]) -> tuple[Any
 @hushed()
 def _model(run: Any, task: str | None, hardware: Any = None) -> tuple[Any, Any, str]:
     if hasattr(run, "model") and hasattr(run, "spec"):
-        model = run.model.discriminator if run.spec.task == "token-detection" else run.model
-        return model, run.tokenizer, task or run.spec.task
-    import transformers
+        from pipeline.training.stages import _parts
 
+        model = _parts(run.model)[-1]  # the model a run saves (token detection: its discriminator)
+        return model, run.tokenizer, task or run.spec.task
     from pipeline.io.files import config_file
     from pipeline.io.runs import is_adapter
     from pipeline.training.saved import merged
+    from pipeline.training.stages import library, saved_class
 
     folder = Path(run)
     if not config_file(folder).is_file() and not is_adapter(folder):
@@ -145,8 +174,8 @@ def _model(run: Any, task: str | None, hardware: Any = None) -> tuple[Any, Any, 
     if is_adapter(folder):
         model = merged(folder)
     else:
-        model = getattr(transformers, saved_class(task)).from_pretrained(folder)
-    tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
+        model = getattr(library(), saved_class(task)).from_pretrained(folder)
+    tokenizer = library().AutoTokenizer.from_pretrained(folder)
     if tokenizer.pad_token is None and tokenizer.eos_token is not None:
         tokenizer.pad_token = tokenizer.eos_token
     from pipeline.training.detect import detect
@@ -185,80 +214,6 @@ def _plan(folder: str | Path) -> dict[str, Any]:
     return found if isinstance(found, dict) else {}
 
 
-def _one(document: dict[str, Any], model: Any, tokenizer: Any, length: int, item: Any) -> dict[str, Any]:
-    task = document["task"]
-    texts = tuple(item) if isinstance(item, (list, tuple)) else (item,)
-    if task == "sequence-sequence" and document.get("prefix"):  # as `data._sequences` prefixes each source
-        texts = (f"{document['prefix']}{texts[0]}", *texts[1:])
-    batch = tokenizer(*texts, truncation=True, max_length=length, return_tensors="pt").to(model.device)
-    if task in ("language-generation", "sequence-sequence"):
-        batch.pop("token_type_ids", None)
-        out = model.generate(**batch, max_new_tokens=GENERATED_TOKENS, do_sample=False,
-                             pad_token_id=tokenizer.pad_token_id)
-        new = out[0][batch["input_ids"].shape[1] :] if task == "language-generation" else out[0]
-        return {"input": item, "text": tokenizer.decode(new, skip_special_tokens=True).strip()}
-    logits = model(**batch).logits[0]
-    if task == "language-modeling":
-        masked = (batch["input_ids"][0] == tokenizer.mask_token_id).nonzero().flatten().tolist()
-        if not masked:
-            raise SpecError(f"predict: language-modeling fills {tokenizer.mask_token!r} tokens; {item!r} has none")
-        fills = []
-        for position in masked:
-            top = logits[position].softmax(-1).topk(5)
-            fills.append([{"token": tokenizer.decode([i]).strip(), "score": float(p)}
-                          for p, i in zip(top.values, top.indices)])
-        return {"input": item, "fills": fills}
-    if task == "token-detection":
-        replaced = logits.sigmoid().tolist()
-        tokens = tokenizer.convert_ids_to_tokens(batch["input_ids"][0])
-        return {"input": item, "tokens": [{"token": t, "replaced": p} for t, p in zip(tokens, replaced)]}
-    names = model.config.id2label
-    problem = model.config.problem_type
-    if problem == "regression" or model.config.num_labels == 1:
-        return {"input": item, "value": float(logits[0])}
-    if problem == "multi_label_classification":
-        scores = {names[i]: float(p) for i, p in enumerate(logits.sigmoid())}
-        return {"input": item, "labels": [n for n, p in scores.items() if p > 0.5], "scores": scores}
-    scores = {names[i]: float(p) for i, p in enumerate(logits.softmax(-1))}
-    label = max(scores, key=scores.get)
-    return {"input": item, "label": label, "score": scores[label], "scores": scores}
-
-
-def _answers(model: Any, tokenizer: Any, document: dict[str, Any], length: int, items: list[Any]
-             ) -> list[dict[str, Any]]:
-    """Each (question, context) cut into windows as training cut them (`data.encode`: its order, length
-    and stride), the best span over them as evaluation picks it (`_metrics.best_answers`), or ``""``
-    where no answer scores higher; its probability within its window."""
-    import math
-
-    import torch
-    from datasets import Dataset
-
-    from pipeline.tasks.metrics import Windows, best_answers
-    from pipeline.io.data import WINDOW_COLUMNS, encode
-    from pipeline.core.spec import Spec
-    from pipeline.training.stages import collator
-
-    rows = [{"question": question, "context": context, "answers": None} for question, context in items]
-    spec = Spec(**{**document, "columns": None, "base": "run", "train": rows})
-    encoded = encode(Dataset.from_list(rows), spec, tokenizer, length, windows=True)
-    windows = Windows(encoded["example"], encoded["cls"], encoded["offsets"], [r["context"] for r in rows],
-                      [("",)] * len(rows))
-    features = encoded.remove_columns([*WINDOW_COLUMNS, "start_positions", "end_positions"])
-    collate, starts, ends = collator("question-answering", tokenizer, model), [], []
-    for i in range(0, len(features), 16):
-        batch = collate([features[j] for j in range(i, min(i + 16, len(features)))]).to(model.device)
-        output = model(**batch)
-        starts += output.start_logits.float().cpu().tolist()
-        ends += output.end_logits.float().cpu().tolist()
-    found = []
-    for item, (answer, window, score) in zip(items, best_answers(starts, ends, windows)):
-        n = len(windows.offsets[window])  # the window's own tokens, not the batch's padding
-        normal = sum(float(torch.tensor(logits[window][:n]).logsumexp(0)) for logits in (starts, ends))
-        found.append({"input": item, "answer": answer, "score": math.exp(score - normal)})
-    return found
-
-
 def read_inputs(path: str | Path, task: str) -> list[Any]:
     """Inputs from a file: one text per line, or JSON lines with the task's columns (QA: question, context)."""
     lines = [line for line in Path(path).read_text().splitlines() if line.strip()]
@@ -270,8 +225,9 @@ def read_inputs(path: str | Path, task: str) -> list[Any]:
         except ValueError:
             found.append(line)
             continue
-        if task == "question-answering":
-            found.append((row[columns[0]], row[columns[1]]))
+        if not isinstance(row, dict):
+            found.append(row)
         else:
-            found.append(row[columns[0]] if isinstance(row, dict) else row)
+            named = tuple(row[c] for c in columns[: TASKS[task].inputs])
+            found.append(named if len(named) > 1 else named[0])
     return found

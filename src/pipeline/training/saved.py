@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pipeline.core.errors import SpecError
+from pipeline.errors import SpecError
 from pipeline.io.runs import is_adapter
 from pipeline.training.hush import hushed
 

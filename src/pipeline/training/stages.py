@@ -23,11 +23,11 @@ from pipeline.io import data
 from pipeline.training.hush import hushed
 from pipeline.core.frozen import FrozenDict, thaw
 from pipeline.core.plan import Plan
-from pipeline.core.errors import Interrupted, SpecError
+from pipeline.errors import Interrupted, SpecError
 from pipeline.core.hardware import Hardware
 from pipeline.training.detect import detect
 from pipeline.core.spec import Spec
-from pipeline.tasks import TASKS, saved_class
+from pipeline.tasks import TASKS, Labels
 
 __all__ = ["Parameters", "Run", "adapt", "fine_tune", "load", "merge", "quantize", "start", "train"]
 
@@ -66,7 +66,7 @@ class Run:
     train_data: Any = None
     """The training data as a `datasets.Dataset`, untokenized."""
     eval_data: Any = None
-    labels: data.Labels | None = None
+    labels: Labels | None = None
     parameters: Parameters | None = None
     metrics: FrozenDict = field(default_factory=FrozenDict)
     """Final training and evaluation metrics (``train_loss``, ``eval_loss``, ...)."""
@@ -137,8 +137,6 @@ def _load_teacher(run: Run) -> Any:
     """The teacher, frozen in eval mode: a loaded model as it is, a LoRA run's adapter merged into its base,
     else the task's model class from the folder or hub id, 4-bit when the plan quantizes the student (it
     only runs forward). A teacher without trained weights for the task (a new, random head) is refused."""
-    import transformers
-
     from pipeline.io.runs import is_adapter
     from pipeline.training.saved import merged
 
@@ -150,7 +148,7 @@ def _load_teacher(run: Run) -> Any:
     else:
         name = saved_class(spec.task)
         teacher, info = _pretrained(
-            run, getattr(transformers, name), spec.teacher, {"dtype": run.plan.dtype, "output_loading_info": True}
+            run, getattr(library(), name), spec.teacher, {"dtype": run.plan.dtype, "output_loading_info": True}
         )
         untrained = sorted(info.get("missing_keys") or ())
         if untrained:
@@ -163,10 +161,10 @@ def _load_teacher(run: Run) -> Any:
     return teacher.eval().requires_grad_(False)
 
 
-def _load_pretrained(run: Run, labels: data.Labels | None) -> tuple[Any, Any]:
+def _load_pretrained(run: Run, labels: Labels | None) -> tuple[Any, Any]:
     import transformers
 
-    spec, rule = run.spec, TASKS[run.spec.task]
+    spec, task = run.spec, TASKS[run.spec.task]
     if isinstance(spec.base, tuple):
         model, tokenizer = spec.base
         tokenizer = copy.deepcopy(tokenizer)  # we may set a pad token: never change the caller's
@@ -174,14 +172,11 @@ def _load_pretrained(run: Run, labels: data.Labels | None) -> tuple[Any, Any]:
         tokenizer = transformers.AutoTokenizer.from_pretrained(spec.base)
         kwargs: dict[str, Any] = labels.config() if labels else {}
         kwargs["dtype"] = run.plan.dtype  # "auto" or a torch dtype's name; transformers takes both
-        if spec.task == "token-detection":
-            from pipeline.training.detection import TokenDetection
-
-            generator = _pretrained(run, transformers.AutoModelForMaskedLM, spec.generator or spec.base, kwargs)
-            discriminator = _pretrained(run, transformers.AutoModelForPreTraining, spec.base, kwargs)
-            model = TokenDetection(generator, discriminator)
+        pretrained = lambda model_class, name, kwargs: _pretrained(run, model_class, name, kwargs)  # noqa: E731
+        if task.load:
+            model = task.load(pretrained, library(), spec, kwargs)
         else:
-            model = _pretrained(run, getattr(transformers, rule.model_class), spec.base, kwargs)
+            model = pretrained(getattr(library(), task.model_class), spec.base, kwargs)
     if tokenizer.pad_token is None and tokenizer.eos_token is not None:
         tokenizer.pad_token = tokenizer.eos_token  # decoder-only models often have no pad token
     for config in _configs(model):
@@ -216,6 +211,26 @@ def _quantization(planned: Any, model_class: Any, name: str, kwargs: dict[str, A
     values = thaw(planned)
     skips = set(values.get("llm_int8_skip_modules") or ()) | set(get_keys_to_not_convert(skeleton))
     return transformers.BitsAndBytesConfig(**{**values, "llm_int8_skip_modules": sorted(skips)})
+
+
+def saved_class(task: str) -> str:
+    """The transformers auto class that loads one saved model of ``task`` (token detection: its discriminator)."""
+    return TASKS[task].saved_class or TASKS[task].model_class
+
+
+def library() -> Any:
+    """What a task's ``load`` and ``collate`` take classes from by name: transformers, and our own models
+    (`TokenDetection`)."""
+    return _Library()
+
+
+class _Library:
+    def __getattr__(self, name: str) -> Any:
+        import transformers
+
+        from pipeline.training import detection
+
+        return getattr(detection, name) if hasattr(detection, name) else getattr(transformers, name)
 
 
 def _configs(model: Any) -> list[Any]:
@@ -317,44 +332,25 @@ def _collator(run: Run) -> Any:
 
 def collator(task: str, tokenizer: Any, model: Any, seed: int = 42) -> Any:
     """The task's data collator: each batch padded to its own longest (masking for the masked LMs)."""
-    import transformers
-
-    if task in ("language-modeling", "token-detection"):
-        return transformers.DataCollatorForLanguageModeling(tokenizer, mlm=True, seed=seed)
-    if task == "language-generation":
-        return transformers.DataCollatorForLanguageModeling(tokenizer, mlm=False)
-    if task == "sequence-sequence":
-        return transformers.DataCollatorForSeq2Seq(tokenizer, model=model)
-    if task == "question-answering" and tokenizer.padding_side != "right":
-        # Answer positions count from each window's first token: padding goes after it, whatever side
-        # the tokenizer pads (left padding shifted every label onto other tokens, or onto [PAD]).
-        tokenizer = copy.copy(tokenizer)
-        tokenizer.padding_side = "right"
-    return transformers.DataCollatorWithPadding(tokenizer)
+    return TASKS[task].collate(library(), tokenizer, model, seed)
 
 
-def scoring(spec: Spec, labels: data.Labels | None, rows: Any, encoded: Any) -> tuple[Any, dict[str, Any]]:
+def scoring(spec: Spec, labels: Labels | None, rows: Any, encoded: Any) -> tuple[Any, dict[str, Any]]:
     """An evaluation set (``encoded`` from ``rows``, with ``windows``) as the Trainer takes it: longest
     first, so each batch pads little (our Trainer keeps this order); and the Trainer's arguments that
     score it: the spec's ``metrics`` function, else the task's defaults."""
-    from pipeline.tasks.metrics import Windows, default_metrics, predicted_ids
     from pipeline.io.preflight import metrics_function
 
+    task = TASKS[spec.task]
     lengths = [len(ids) for ids in encoded["input_ids"]]
     encoded = encoded.select(sorted(range(len(lengths)), key=lambda i: -lengths[i]))
-    windows = None
-    if "example" in encoded.column_names:  # question answering: answers are scored as text
-        contexts, answers = data.gold_answers(rows, spec)
-        windows = Windows(encoded["example"], encoded["cls"], encoded["offsets"], contexts, answers)
-        encoded = encoded.remove_columns(list(data.WINDOW_COLUMNS))
     own = metrics_function(spec.metrics)
-    if own:
-        return encoded, {"compute_metrics": own}
-    return encoded, {"compute_metrics": default_metrics(spec.task, _problem(labels), windows),
-                     "preprocess_logits_for_metrics": predicted_ids(spec.task)}
+    found, preprocess = (own, None) if own else task.score(labels, rows, encoded, data.columns(spec))
+    encoded = encoded.remove_columns([c for c in task.scored_columns if c in encoded.column_names])
+    return encoded, {"compute_metrics": found, "preprocess_logits_for_metrics": preprocess}
 
 
-def _problem(labels: data.Labels | None) -> str | None:
+def _problem(labels: Labels | None) -> str | None:
     return labels.problem_type if labels else None
 
 
@@ -406,7 +402,6 @@ def train(run: Run) -> Run:
 
     Returns the run with the model in eval mode, its metrics and the log history.
     """
-    from pipeline.tasks.metrics import perplexity
     from pipeline.training.trainer import Arguments, StopOnSignal, Trainer, frozen_heap, quiet_progress
 
     if run.model is None:
@@ -426,7 +421,7 @@ def train(run: Run) -> Run:
         temperature, alpha = spec.distillation
         trainer_class = Distilling
         distilling = dict(
-            teacher=run.teacher, temperature=temperature, alpha=alpha, task=spec.task, problem=_problem(run.labels)
+            teacher=run.teacher, temperature=temperature, alpha=alpha, task=TASKS[spec.task], problem=_problem(run.labels)
         )
     trainer = trainer_class(
         model=run.model,
@@ -461,7 +456,7 @@ def train(run: Run) -> Run:
     metrics = dict(result.metrics)
     if eval_set is not None:
         metrics |= trainer.evaluate()
-        metrics |= perplexity(spec.task, metrics)
+        metrics |= TASKS[spec.task].after_evaluation(metrics)
     if args.output_dir and args.should_save:
         with hushed():
             disk.save(run.model, run.tokenizer, args.output_dir, _parts(run.model))

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
-from pipeline.core.errors import SpecError
+from pipeline.errors import SpecError
 from pipeline.core.frozen import evolve
 from pipeline.core.hardware import Hardware
 from pipeline.core.search import Range, parse_range, random_trials, suggest
@@ -27,7 +27,7 @@ from pipeline.core.search import grid as combinations
 from pipeline.core.spec import Spec
 from pipeline.io.files import plan, with_settings
 from pipeline.io.runs import guard, plot_sweep, run_id, spec_document, write_results, write_run
-from pipeline.tasks import reported_metrics
+from pipeline.tasks import TASKS
 
 __all__ = ["final_metrics", "main_process", "sweep", "sweep_folder", "sweep_metric", "train_into"]
 
@@ -79,7 +79,7 @@ def train_into(spec: Spec, hardware: Hardware, force: bool = False, output: str 
 def sweep_metric(spec: Spec, metric: str | None = None) -> str:
     """The metric that ranks the trials (default ``eval_loss``, ``train_loss`` without validation data),
     checked against what the runs will report. Raises `SpecError` for one they will not."""
-    found = reported_metrics(spec.task, spec.validation is not None, spec.metrics is not None)
+    found = TASKS[spec.task].reported(spec.validation is not None, spec.metrics is not None)
     metric = metric or ("eval_loss" if spec.validation is not None else "train_loss")
     if found is not None and metric not in found:
         hint = "" if spec.validation is not None else "; eval_* metrics need validation data (the spec's validation)"
