@@ -8,7 +8,7 @@ import torch
 import transformers
 
 from pipeline import Hardware, Spec, evolve, fine_tune, start
-from pipeline.testing import questions, sentences, sentiment
+from pipeline.testing import questions, sentences, sentiment, tagged_rows
 
 CPU = Hardware()
 TEXTS = [{"text": t} for t in sentences(64)]
@@ -21,6 +21,7 @@ JOBS = {
     "question-answering": ("bert", questions(64), {"stride": 8}),
     "sequence-sequence": ("bart", PAIRS, {"prefix": "copy: "}),
     "token-detection": ("electra", TEXTS, {}),
+    "token-classification": ("bert", tagged_rows(64), {}),
 }
 
 

@@ -1,4 +1,4 @@
-"""Writes the toy data sets of the tiny-model examples (texts, questions, copy pairs).
+"""Writes the toy data sets of the tiny-model examples (texts, questions, copy pairs, entities).
 
 Run: python examples/data/make_toy_data.py
 """
@@ -6,7 +6,7 @@ Run: python examples/data/make_toy_data.py
 import json
 from pathlib import Path
 
-from pipeline.testing import questions, sentences
+from pipeline.testing import questions, sentences, spanned_rows
 
 
 def write(path: Path, rows: list[dict]) -> None:
@@ -18,6 +18,7 @@ def main() -> None:
     write(folder / "texts.jsonl", [{"text": t} for t in sentences(300, seed=1)])
     write(folder / "questions.jsonl", questions(200, seed=1))
     write(folder / "pairs.jsonl", [{"source": t, "target": t} for t in sentences(200, seed=2)])
+    write(folder / "entities.jsonl", spanned_rows(200, seed=3))
 
 
 if __name__ == "__main__":

@@ -51,6 +51,42 @@ def questions(n: int, seed: int = 0) -> list[dict[str, Any]]:
     return rows
 
 
+def tagged_rows(n: int, seed: int = 0) -> list[dict[str, list[str]]]:
+    """CoNLL-style rows: a thing and its color (``the car is red``: THING, COLOR) or an item of two
+    words (``a red car``: B-ITEM I-ITEM), one to three to a row, so a word's tag depends on its context."""
+    rnd = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        tokens: list[str] = []
+        tags: list[str] = []
+        for _ in range(rnd.randint(1, 3)):
+            thing, color = rnd.choice(THINGS), rnd.choice(COLORS)
+            if tokens:
+                tokens, tags = [*tokens, "and"], [*tags, "O"]
+            if rnd.random() < 0.5:
+                tokens, tags = [*tokens, "the", thing, "is", color], [*tags, "O", "B-THING", "O", "B-COLOR"]
+            else:
+                tokens, tags = [*tokens, "a", color, thing], [*tags, "O", "B-ITEM", "I-ITEM"]
+        rows.append({"tokens": tokens, "tags": tags})
+    return rows
+
+
+def spanned_rows(n: int, seed: int = 0) -> list[dict[str, Any]]:
+    """`tagged_rows` as a ``text`` and its ``entities``: character spans ``{start, end, label}``."""
+    found = []
+    for row in tagged_rows(n, seed):
+        text, entities = "", []
+        for word, tag in zip(row["tokens"], row["tags"]):
+            start = len(text) + 1 if text else 0
+            text = f"{text} {word}" if text else word
+            if tag.startswith("B-"):
+                entities.append({"start": start, "end": len(text), "label": tag[2:]})
+            elif tag.startswith("I-"):
+                entities[-1]["end"] = len(text)
+        found.append({"text": text, "entities": entities})
+    return found
+
+
 def _corpus() -> list[str]:
     return (
         sentences(300)

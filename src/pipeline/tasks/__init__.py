@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
-from pipeline.tasks import classification, detection, generation, masked, questions, sequences
+from pipeline.tasks import classification, detection, entities, generation, masked, questions, sequences
 from pipeline.tasks.task import Labels, Task
 
 __all__ = ["TASKS", "Labels", "Task"]
@@ -22,6 +22,7 @@ TASKS: MappingProxyType[str, Task] = MappingProxyType(
             questions.TASK,
             sequences.TASK,
             detection.TASK,
+            entities.TASK,
         )
     }
 )

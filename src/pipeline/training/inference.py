@@ -28,6 +28,8 @@ def predict(run: Any, inputs: list[Any], task: str | None = None, hardware: Any 
     - language-modeling: ``fills``, per mask token of the input, its five likeliest tokens
     - question-answering: ``answer`` (``""`` for no answer) and ``score``
     - token-detection: ``tokens``, each with the probability it was ``replaced``
+    - token-classification: ``entities``, each with its ``entity`` text, ``type``, ``start`` and ``end``
+      characters and ``score``
 
     Each task's module under `pipeline.tasks` says how (its ``predict``).
 
