@@ -307,3 +307,46 @@ def test_the_plan_you_see_is_the_plan_the_run_uses(models):
     shown = plan(spec, Hardware())
     assert shown == start(spec, Hardware()).plan
     assert shown.memory is not None and shown.maxlength == 128  # the tiny BERT's positions
+
+
+def test_mixed_precision_is_derived_from_the_hardware_with_its_origin():
+    """bf16 where the accelerator has it, fp16 (with the Trainer's loss scaler) on a GPU without it, nothing on a
+    CPU or MPS; the user's own setting wins, and the memory estimate follows."""
+    bf16 = plan(spec(), profile("a100-80gb"))
+    assert bf16.training_args["bf16"] is True and "fp16" not in bf16.training_args
+    assert bf16.provenance["training_args.bf16"].source == "hardware"
+    fp16 = plan(spec(), profile("t4-16gb"))
+    assert fp16.training_args["fp16"] is True and "bf16" not in fp16.training_args
+    assert "loss scal" in fp16.provenance["training_args.fp16"].reason
+    for hardware in (CPU, profile("mps")):
+        assert not {"bf16", "fp16"} & set(plan(spec(), hardware).training_args)
+    assert "bf16" not in plan(spec(training={"fp16": True}), profile("a100-80gb")).training_args
+    assert plan(spec(training={"bf16": False}), profile("a100-80gb")).training_args["bf16"] is False
+    # a full fine-tune of float16 weights cannot take fp16's loss scaler (it unscales float32 gradients only)
+    assert "fp16" not in plan(spec(dtype="float16"), profile("t4-16gb")).training_args
+    big = {"model_type": "llama", "hidden_size": 2048, "num_hidden_layers": 16, "num_attention_heads": 16,
+           "intermediate_size": 5632, "vocab_size": 32000, "max_position_embeddings": 512, "torch_dtype": "float32"}
+    derived = plan(spec(), profile("a100-80gb"), big).memory.total
+    off = plan(spec(training={"bf16": False}), profile("a100-80gb"), big).memory.total
+    assert derived < off
+
+
+def test_the_plan_says_quantized_training_checkpoints_its_gradients():
+    """peft's k-bit preparation turns gradient checkpointing on (the stages pass the plan's setting to it)."""
+    quantized = plan(spec(quantize=True, lora=True), GPU)
+    assert any(n.startswith("gradient checkpointing: on") for n in quantized.notes)
+    off = plan(spec(quantize=True, lora=True, training={"gradient_checkpointing": False}), GPU)
+    assert not any(n.startswith("gradient checkpointing") for n in off.notes)
+    assert not any(n.startswith("gradient checkpointing") for n in plan(spec(lora=True), GPU).notes)
+
+
+def test_checkpoints_are_limited_to_the_latest_two_unless_the_user_says():
+    """A run that saves every few steps keeps two checkpoints (one complete while the next is written), not one per
+    save; with none saved there is nothing to limit, and the user's own limit (None: all) wins."""
+    saving = {"output_dir": "out", "save_strategy": "steps", "save_steps": 2}
+    limited = plan(spec(training=saving), CPU)
+    assert limited.training_args["save_total_limit"] == 2
+    assert limited.provenance["training_args.save_total_limit"].source == "pipeline"
+    assert "save_total_limit" not in plan(spec(), CPU).training_args
+    assert plan(spec(training={**saving, "save_total_limit": None}), CPU).training_args["save_total_limit"] is None
+    assert plan(spec(training={**saving, "save_total_limit": 5}), CPU).training_args["save_total_limit"] == 5

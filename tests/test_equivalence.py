@@ -157,7 +157,7 @@ def test_resuming_from_any_checkpoint_gives_the_uninterrupted_run(models, tmp_pa
     batch order belongs to (seed, epoch), not to the global generator the run had advanced."""
     rows = [{"text": r["text"] + " and" * (i % 70), "label": r["label"]} for i, r in enumerate(sentiment(24))]
     spec = spec_for(models, "text-classification", lora=True, num_train_epochs=3, per_device_train_batch_size=8,
-                    save_strategy="steps", save_steps=1, output_dir=str(tmp_path / "whole"))
+                    save_strategy="steps", save_steps=1, save_total_limit=None, output_dir=str(tmp_path / "whole"))
     spec = evolve(spec, train=rows, maxlength=96, lora=True)  # the seed's LoRA, dropout and all
     whole = fine_tune(start(spec, CPU))
     for step in (2, 3, 8):  # 3 steps an epoch

@@ -56,6 +56,7 @@ def training_kwargs(spec: Spec, hardware: Hardware) -> Derived:
         ("seed", "seed default", TRAINING_DEFAULTS),
         ("hardware", device, {"use_cpu": not hardware.accelerator}),
     ]
+    layers.append(_mixed_precision(spec, hardware))
     # Log the loss ~50 times a run (a fraction of the total steps): enough for a loss curve.
     layers.append(("pipeline", "a loss curve of about 50 points", {"logging_steps": 0.02}))
     if not rule.language_model or spec.merge is None:
@@ -72,6 +73,9 @@ def training_kwargs(spec: Spec, hardware: Hardware) -> Derived:
             # One loss per example: averaging "tokens" across processes would scale it by the world size.
             distributed["average_tokens_across_devices"] = False
         layers.append(("hardware", f"{hardware.processes} training processes (DDP)", distributed))
+    if spec.training.get("save_strategy", "no") not in ("no", None):
+        layers.append(("pipeline", "checkpoints kept: the latest two, so one is complete while the next is written "
+                       "(with load_best_model_at_end the best besides)", {"save_total_limit": 2}))
     layers.append(("user", "training", spec.training))
     kwargs, origins = _layered(*layers)
     if not kwargs.get("output_dir"):
@@ -123,6 +127,20 @@ def training_kwargs(spec: Spec, hardware: Hardware) -> Derived:
     return kwargs, origins
 
 
+def _mixed_precision(spec: Spec, hardware: Hardware) -> Layer:
+    """bf16 autocast where the accelerator has it; fp16 with the Trainer's loss scaler on a CUDA GPU without it
+    (unless the weights that train are float16 themselves: the scaler unscales float32 gradients only); none on a
+    CPU or MPS, or where the user set either."""
+    if {"bf16", "fp16"} & set(spec.training):
+        return ("user", "training", {})
+    if hardware.bf16:
+        return ("hardware", f"bfloat16 mixed precision: {hardware.name} has it", {"bf16": True})
+    trains_half = spec.dtype in ("float16", "bfloat16") and not spec.lora
+    if hardware.cuda and not trains_half:
+        return ("hardware", f"float16 mixed precision with a loss scaler: {hardware.name} has no bfloat16", {"fp16": True})
+    return ("hardware", "no mixed precision here", {})
+
+
 def quantization_kwargs(spec: Spec, hardware: Hardware) -> tuple[dict[str, Any] | None, dict[str, Origin], list[str]]:
     """`BitsAndBytesConfig` kwargs, or ``None``: cleared without CUDA unless ``quantize_on_cpu``.
 
@@ -155,6 +173,12 @@ def quantization_kwargs(spec: Spec, hardware: Hardware) -> tuple[dict[str, Any] 
         notes.append(
             f"quantize: bnb_4bit_compute_dtype bfloat16 (the seed's) on a GPU without bfloat16 ({hardware.name}): "
             "it is emulated there, slowly; set quantize.bnb_4bit_compute_dtype: float16 to compute natively"
+        )
+    if spec.training.get("gradient_checkpointing") is None:
+        notes.append(
+            "gradient checkpointing: on, as peft's k-bit preparation of a quantized model turns it on (activations "
+            "recomputed in backward: less memory, about a third more compute); training.gradient_checkpointing: "
+            "false turns it off"
         )
     return kwargs, origins, notes
 
