@@ -123,3 +123,22 @@ def test_the_evaluate_command(trained, tmp_path):
                            capture_output=True, text=True)
     assert shown.returncode == 0, shown.stderr
     assert json.loads(shown.stdout)["eval_accuracy"] >= 0.9
+
+
+def test_a_merged_run_folder_is_a_run_folder(trained, tmp_path):
+    """`pipeline merge RUN OUT` writes a run folder: predict and evaluate take it as they take the run, and it
+    says which run it was merged from."""
+    from pipeline import merge_dir
+
+    run, folder = trained["text-classification"]
+    target = merge_dir(folder, tmp_path / "merged")
+    record = json.loads((target / "run.json").read_text())
+    assert record["merged_from"] == str(folder) and record["id"] == "test"
+    inputs = ["the car was great", "the hat was awful"]
+    assert [p["label"] for p in predict(str(target), inputs)] == [p["label"] for p in predict(run, inputs)]
+    rows = sentiment(32, 5)
+    assert evaluate(str(target), rows)["eval_accuracy"] == pytest.approx(evaluate(str(folder), rows)["eval_accuracy"])
+    (tmp_path / "bare").mkdir()
+    (tmp_path / "bare" / "config.json").write_text((target / "config.json").read_text())
+    with pytest.raises(SpecError, match="^evaluate: .* has no spec.yaml"):
+        evaluate(str(tmp_path / "bare"), rows)

@@ -33,3 +33,17 @@ def test_a_sweep_that_cannot_run_is_refused_before_anything_trains(models, tmp_p
     with pytest.raises(SpecError, match=message):
         sweep(spec_for(models), output=tmp_path / "sweep", hardware=Hardware(), **fields)
     assert not (tmp_path / "sweep").exists()
+
+
+def test_a_run_that_fails_its_checks_announces_no_run_folder(tmp_path, caplog):
+    """`run <id> -> <folder>` is said once training starts, not before a preflight that refuses the spec."""
+    import logging
+
+    from pipeline import DataError
+    from pipeline.training.sweep import train_into
+
+    bad = Spec(base=str(tmp_path), train=[{"message": "hi", "label": 0}] * 4)
+    with caplog.at_level(logging.INFO, logger="pipeline"), pytest.raises(DataError, match="missing column"):
+        train_into(bad, Hardware(), output=tmp_path / "out")
+    assert not any(r.getMessage().startswith("run ") for r in caplog.records), caplog.text
+    assert not (tmp_path / "out").exists()

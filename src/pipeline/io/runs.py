@@ -140,6 +140,24 @@ def write_run(folder: Path, identity: str, run: Any) -> None:
     plot_losses(history, folder / "loss.png", title=f"run {identity}")
 
 
+RECORD = ("spec.yaml", "plan.json", "metrics.json", "log_history.json", "loss.png")
+"""A run folder's record beside its model (`write_run`), run.json aside."""
+
+
+def copy_record(source: Path, target: Path) -> None:
+    """Copy the record of the run in ``source`` into ``target`` (its merged model), which says where it came from:
+    run.json's ``merged_from``. A folder without a record (a bare adapter) gets none."""
+    import shutil
+
+    if not (source / "run.json").is_file():
+        return
+    record = json.loads((source / "run.json").read_text())
+    for name in RECORD:
+        if (source / name).is_file():
+            shutil.copy2(source / name, target / name)
+    (target / "run.json").write_text(json.dumps({**record, "merged_from": str(source)}, indent=2) + "\n")
+
+
 def columns(rows: list[dict[str, Any]]) -> list[str]:
     """Every key of a list of records, in first-seen order (records may lack some: a pruned trial's flag)."""
     return list(dict.fromkeys(k for r in rows for k in r))

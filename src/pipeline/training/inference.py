@@ -82,7 +82,8 @@ SPEC_FIELDS = ("task", "columns", "maxlength", "stride", "prefix", "merge", "met
 """What evaluation and predict take from the run's spec: how its data is read and scored."""
 
 
-def _prepared(run: Any, task: str | None, hardware: Any) -> tuple[Any, Any, dict[str, Any], int, int | None]:
+def _prepared(run: Any, task: str | None, hardware: Any, command: str = "predict"
+              ) -> tuple[Any, Any, dict[str, Any], int, int | None]:
     """The run's model and tokenizer, the spec fields that say how its inputs were prepared
     (`SPEC_FIELDS`, with the task), the length training cut them to (`stages.maxlength`) and the
     plan's evaluation batch size (``None`` where it set none)."""
@@ -92,9 +93,9 @@ def _prepared(run: Any, task: str | None, hardware: Any) -> tuple[Any, Any, dict
     if hasattr(run, "spec"):
         document, planned = {k: thaw(v) for k, v in run.spec if k in SPEC_FIELDS}, run.plan.model_dump(mode="json")
     else:
-        found = _spec_document(run, required=task is None)
+        found = _spec_document(run, required=task is None, command=command)
         document, planned = {k: v for k, v in found.items() if k in SPEC_FIELDS}, _plan(run)
-    model, tokenizer, task = _model(run, task or document.get("task"), hardware)
+    model, tokenizer, task = _model(run, task or document.get("task"), hardware, command)
     document["task"] = task
     length = maxlength(document.get("maxlength"), planned.get("maxlength"), tokenizer, [model.config])
     return model, tokenizer, document, length, (planned.get("training_args") or {}).get("per_device_eval_batch_size")
@@ -113,7 +114,7 @@ def evaluate(run: Any, source: Any, task: str | None = None, hardware: Any = Non
     from pipeline.core.spec import Spec
     from pipeline.training.stages import collator, scoring
 
-    model, tokenizer, document, length, batch = _prepared(run, task, hardware)
+    model, tokenizer, document, length, batch = _prepared(run, task, hardware, "evaluate")
     task = document["task"]
     spec = Spec(**{**document, "base": "run", "train": source})
     dataset = read(spec.train, "data")
@@ -156,7 +157,7 @@ def _labels(config: Any, dataset: Any, spec: Any, found: list[str]) -> tuple[Any
 
 
 @hushed()
-def _model(run: Any, task: str | None, hardware: Any = None) -> tuple[Any, Any, str]:
+def _model(run: Any, task: str | None, hardware: Any = None, command: str = "predict") -> tuple[Any, Any, str]:
     if hasattr(run, "model") and hasattr(run, "spec"):
         from pipeline.training.stages import _parts
 
@@ -169,10 +170,10 @@ def _model(run: Any, task: str | None, hardware: Any = None) -> tuple[Any, Any, 
 
     folder = Path(run)
     if not config_file(folder).is_file() and not is_adapter(folder):
-        raise SpecError(f"predict: {str(folder)!r} holds no model (no config.json); give a run folder")
-    task = task or run_task(folder)
+        raise SpecError(f"{command}: {str(folder)!r} holds no model (no config.json); give a run folder")
+    task = task or _spec_document(folder, command=command)["task"]
     if task not in TASKS:
-        raise SpecError(f"predict: unknown task {task!r} (tasks: {', '.join(TASKS)})")
+        raise SpecError(f"{command}: unknown task {task!r} (tasks: {', '.join(TASKS)})")
     if is_adapter(folder):
         model = merged(folder)
     else:
@@ -192,7 +193,7 @@ def run_task(folder: str | Path) -> str:
     return _spec_document(folder)["task"]
 
 
-def _spec_document(folder: str | Path, required: bool = True) -> dict[str, Any]:
+def _spec_document(folder: str | Path, required: bool = True, command: str = "predict") -> dict[str, Any]:
     """A run folder's spec.yaml, which names its task (``{}`` where it has none and none is ``required``)."""
     import yaml
 
@@ -203,7 +204,8 @@ def _spec_document(folder: str | Path, required: bool = True) -> dict[str, Any]:
     if not isinstance(document, dict) or "task" not in document:
         if not required:
             return {}
-        raise SpecError(f"predict: {str(folder)!r} has no spec.yaml to name its task; give a run folder")
+        raise SpecError(f"{command}: {str(folder)!r} has no spec.yaml to name its task; give a run folder, or "
+                        "name its task (task=... in Python)")
     return document
 
 

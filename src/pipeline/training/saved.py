@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import SpecError
-from pipeline.io.runs import is_adapter
+from pipeline.io.runs import copy_record, is_adapter
 from pipeline.training.hush import hushed
 
 __all__ = ["merge_dir", "merged"]
@@ -18,7 +18,8 @@ def merge_dir(source: str | Path, target: str | Path) -> Path:
 
     The base is reloaded unquantized (merging into 4-bit weights would round the update
     away); the merged model and tokenizer are written to ``target``, loadable with plain
-    transformers. Returns ``target``. Raises `SpecError` when ``source`` holds no adapter.
+    transformers, with the run's record (a run folder like the run's, its run.json naming
+    the run it was ``merged_from``). Returns ``target``. Raises `SpecError` when ``source`` holds no adapter.
     """
     import transformers
 
@@ -34,6 +35,7 @@ def merge_dir(source: str | Path, target: str | Path) -> Path:
     transformers.AutoTokenizer.from_pretrained(source).save_pretrained(target)
     if is_adapter(source / "generator"):
         merge_dir(source / "generator", target / "generator")
+    copy_record(source, target)  # a run folder too: its spec, plan and metrics, and which run it came from
     return target
 
 

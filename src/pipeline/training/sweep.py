@@ -47,7 +47,7 @@ def train_into(spec: Spec, hardware: Hardware, force: bool = False, output: str 
     Raises `SpecError` for a folder that holds another run (unless ``force``, which removes that
     run's checkpoints). What the run falls back on is logged at INFO on the ``pipeline`` logger.
     """
-    from pipeline.training.stages import checkpoints, fine_tune, start
+    from pipeline.training.stages import adapt, checkpoints, load, quantize, start, train
 
     # The run id leaves output_dir out; a placeholder lets a spec that saves checkpoints be planned.
     placeholder = evolve(spec, training={**spec.training, "output_dir": spec.training.get("output_dir") or "runs"})
@@ -59,6 +59,8 @@ def train_into(spec: Spec, hardware: Hardware, force: bool = False, output: str 
         folder = Path(spec.training.get("output_dir") or Path("runs") / identity)
     removed = guard(folder, identity, force)
     spec = evolve(spec, training={**spec.training, "output_dir": str(folder)})
+    with contextlib.redirect_stdout(sys.stderr):  # the Trainer's progress; stdout carries the results
+        loaded = load(start(spec, hardware, callbacks))  # its checks first: a refused spec announces no run
     if main_process():
         log.info("run %s -> %s", identity, folder)
         if removed:
@@ -69,8 +71,8 @@ def train_into(spec: Spec, hardware: Hardware, force: bool = False, output: str 
         if saved and not spec.checkpoint:
             log.info("note: %s holds %s of this run; add --set checkpoint=true to resume from it (this run "
                      "starts over)", folder, saved[-1].name)
-    with contextlib.redirect_stdout(sys.stderr):  # the Trainer's progress; stdout carries the results
-        run = fine_tune(start(spec, hardware, callbacks))
+    with contextlib.redirect_stdout(sys.stderr):
+        run = train(adapt(quantize(loaded)))  # fine_tune, announced between its load and the rest
     if main_process():
         write_run(folder, identity, run)
     return identity, folder, run
