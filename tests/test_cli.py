@@ -1,4 +1,5 @@
-"""The `pipeline` command through its real entry point (a subprocess, as a user runs it)."""
+"""The `pipeline` command through its entry point: in this process (`pipeline.testing.invoke`), and as a
+subprocess where the process itself is the point (exit codes with --debug, a terminal's progress bar)."""
 
 import csv
 import json
@@ -11,12 +12,16 @@ import pytest
 import torch
 import yaml
 
-from pipeline.testing import sentiment
+from pipeline.testing import invoke, sentiment
 
 EXAMPLES = Path(__file__).parents[1] / "examples"
 
 
 def pipeline(*args, cwd=None):
+    return invoke(*args, cwd=cwd)
+
+
+def subprocess_pipeline(*args, cwd=None):
     return subprocess.run([sys.executable, "-m", "pipeline.cli", *map(str, args)], capture_output=True, text=True,
                           cwd=cwd)
 
@@ -64,7 +69,7 @@ def test_a_bad_spec_file_lists_every_problem_and_exits_2(tmp_path):
 def test_debug_shows_the_traceback(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("- not a mapping\n")
-    out = pipeline("plan", bad, "--hardware", "cpu", "--debug")
+    out = subprocess_pipeline("plan", bad, "--hardware", "cpu", "--debug")  # the traceback leaves the process
     assert out.returncode != 0 and "Traceback" in out.stderr and "holds a mapping of fields" in out.stderr
 
 
@@ -78,7 +83,7 @@ def test_train_writes_a_run_folder_and_merge_serves_it(spec_file, tmp_path):
     from peft import PeftModel
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
-    out = pipeline("train", spec_file, cwd=tmp_path)
+    out = subprocess_pipeline("train", spec_file, cwd=tmp_path)  # its stderr a file: no bars, set up at start
     assert out.returncode == 0, out.stderr
     (folder,) = (tmp_path / "runs").iterdir()
     assert {"run.json", "spec.yaml", "plan.json", "metrics.json", "log_history.json", "loss.png",

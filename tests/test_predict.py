@@ -1,14 +1,12 @@
 """predict: a trained run (in memory or its folder, full model or adapter) on a few inputs, per task."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 
 from pipeline import DataError, Hardware, Spec, SpecError, evaluate, fine_tune, predict, start
 from pipeline.io.runs import write_run
-from pipeline.testing import questions, sentences, sentiment
+from pipeline.testing import invoke, questions, sentences, sentiment
 
 TEXTS = [{"text": t} for t in sentences(160)]
 JOBS = {  # task -> (model, rows, extra spec fields, inputs)
@@ -80,8 +78,7 @@ def test_predict_says_what_is_wrong(trained, tmp_path):
 
 def test_the_predict_command(trained):
     def command(*args):
-        return subprocess.run([sys.executable, "-m", "pipeline.cli", "predict", *map(str, args)],
-                              capture_output=True, text=True)
+        return invoke("predict", *args)
 
     _, folder = trained["text-classification"]
     shown = command(folder, "the car was great", "the hat was awful")
@@ -119,8 +116,7 @@ def test_the_evaluate_command(trained, tmp_path):
     _, folder = trained["text-classification"]
     data = tmp_path / "data.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in sentiment(32, 5)))
-    shown = subprocess.run([sys.executable, "-m", "pipeline.cli", "evaluate", folder, data, "-f", "json"],
-                           capture_output=True, text=True)
+    shown = invoke("evaluate", folder, data, "-f", "json")
     assert shown.returncode == 0, shown.stderr
     assert json.loads(shown.stdout)["eval_accuracy"] >= 0.9
 

@@ -14,7 +14,7 @@ import torch
 import yaml
 
 from pipeline import Hardware, Spec, evolve, fine_tune, start
-from pipeline.testing import sentiment
+from pipeline.testing import invoke, sentiment
 
 CPU = Hardware()
 
@@ -153,7 +153,7 @@ def test_a_signal_stops_at_a_step_saves_and_resumes_to_the_uninterrupted_weights
     assert "--set checkpoint=true" in stderr
     assert not (out / "adapter_model.safetensors").exists()  # stopped before the end
 
-    resumed = subprocess.run(command + ["--set", "checkpoint=true"], capture_output=True, text=True)
+    resumed = invoke(*command[3:], "--set", "checkpoint=true")  # the rest in this process: no signal to send
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert f"resuming from {out}/checkpoint-" in resumed.stderr
     assert "do not match" not in resumed.stderr  # no warning about our own fractional logging_steps
@@ -163,7 +163,7 @@ def test_a_signal_stops_at_a_step_saves_and_resumes_to_the_uninterrupted_weights
     assert a.keys() == b.keys()
     for name in a:
         assert torch.equal(a[name], b[name]), name
-    again = subprocess.run(command, capture_output=True, text=True)  # the same run, its checkpoints still there
+    again = invoke(*command[3:])  # the same run, its checkpoints still there
     assert again.returncode == 0 and "holds checkpoint-" in again.stderr and "--set checkpoint=true" in again.stderr
 
 

@@ -73,3 +73,19 @@ def test_pruning_stops_a_trial_worse_than_the_median_of_earlier_ones_at_the_same
         control = TrainerControl()
         pruning.on_evaluate(None, state, control, metrics={"eval_loss": loss, "epoch": 1.0})
         assert pruning.pruned == control.should_training_stop == (pruning is worse)
+
+
+def test_pruning_reports_a_step_once_without_optunas_warning():
+    """The final evaluation after the last epoch's lands on the same step: reported once, no UserWarning."""
+    import warnings
+
+    import optuna
+    from transformers import TrainerControl, TrainerState
+
+    trial = optuna.create_study().ask()
+    pruning, state = Pruning(trial, "eval_loss"), TrainerState(global_step=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for loss in (0.7, 0.6):
+            pruning.on_evaluate(None, state, TrainerControl(), metrics={"eval_loss": loss})
+    assert trial.storage.get_trial(trial._trial_id).intermediate_values == {4: 0.7}

@@ -301,10 +301,12 @@ class Pruning(transformers.TrainerCallback):
     pruner finds the trial doing worse than earlier trials had at the same step."""
 
     def __init__(self, trial, metric: str):
-        self.trial, self.metric, self.pruned = trial, metric, False
+        self.trial, self.metric, self.pruned, self.reported = trial, metric, False, set()
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
-        if metrics and self.metric in metrics and not self.pruned:
+        # the evaluation after training repeats the last epoch's step: Optuna keeps the first and warns
+        if metrics and self.metric in metrics and not self.pruned and state.global_step not in self.reported:
+            self.reported.add(state.global_step)
             self.trial.report(float(metrics[self.metric]), state.global_step)
             if self.trial.should_prune():
                 self.pruned = control.should_training_stop = True
