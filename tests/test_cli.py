@@ -93,6 +93,13 @@ def test_train_writes_a_run_folder_and_merge_serves_it(spec_file, tmp_path):
     assert "eval_loss" in out.stdout and folder.name in out.stdout
     assert (folder / "loss.png").read_bytes()[:4] == b"\x89PNG"
     assert "{'loss'" not in out.stderr and "\r" not in out.stderr  # a log file: no dicts, no redrawn bars
+    card = (folder / "README.md").read_text()  # a model card, not peft's empty template
+    assert card.startswith("---\nlibrary_name: peft\n") and "pipeline_tag: text-classification" in card
+    base = yaml.safe_load((folder / "spec.yaml").read_text())["base"]
+    assert "[More Information Needed]" not in card and f"base_model: {base}\n" in card
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert f"| eval_loss | {metrics['eval_loss']:.4g} |" in card and "| train | train.jsonl | 64 |" in card
+    assert "negative, positive" in card and "pipeline predict" in card and "PeftModel.from_pretrained" in card
     assert "trainable params: " in out.stderr
     for noise in ("LOAD REPORT", "gemm_4bit_forward", "FutureWarning"):  # library notices a user cannot act on
         assert noise not in out.stderr, noise

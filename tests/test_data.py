@@ -51,7 +51,7 @@ def test_missing_columns_name_the_columns_found():
     spec = Spec(base="m", train=ROWS, task="question-answering")
     assert data.problems(Dataset.from_list(ROWS), spec, "train") == [
         "train: missing columns ['question', 'context', 'answers'] for question-answering (found ['text', 'label']); "
-        "rename the data's columns or set columns: ['question', 'context', 'answers']"
+        "rename the data's columns or set columns: {question: text, context: label, answers: answers}"
     ]
     assert data.problems(Dataset.from_list([]), spec, "train") == ["train: the dataset is empty; give at least one row"]
 
@@ -220,3 +220,14 @@ def test_float_labels_of_only_0_and_1_are_not_silently_regression():
     with pytest.raises(DataError, match="all 0.0 or 1.0.*give ints 0 and 1"):
         read_labels([0.0, 1.0, 1.0], "column 'label'")
     assert read_labels([0.0, 0.5, 1.0], "label") == Labels(1, "regression")
+
+
+def test_missing_columns_suggest_the_found_columns_that_fit_each_role():
+    """A ticket CSV with ``ticket_id``, ``message`` and ``queue``: the text is the long string column, the label the
+    one with few values; the fix names them by role."""
+    rows = [{"ticket_id": i, "message": f"printer {i} on floor {i % 3} is out of toner again", "queue": ["it", "hr"][i % 2]}
+            for i in range(8)]
+    spec = Spec(base="m", train=rows)
+    (problem,) = data.problems(data.read(rows, "train"), spec, "train")
+    assert "missing columns ['text', 'label']" in problem
+    assert "set columns: {text: message, label: queue}" in problem

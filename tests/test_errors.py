@@ -114,7 +114,7 @@ CATALOGUE = {
     "a column of mixed types": ({"train": [{"text": "a", "label": 1}, {"text": ["b"], "label": 0}]}, DataError, ["train: column 'text' mixes str (row 1) and list (row 2"]),
     "a csv with an empty text cell": ({"train": "{tmp}/gap.csv"}, DataError, ["column 'text': row 1 without text"]),
     "a csv with an empty label cell": ({"train": "{tmp}/nolabel.csv"}, DataError, ["label None in train row 2"]),
-    "a misspelled column": ({"train": [{"sentence": "a", "label": 1}], "columns": ["sentance", "label"]}, DataError, ["did you mean 'sentence' for 'sentance'", "columns: ['sentence', 'label']"]),
+    "a misspelled column": ({"train": [{"sentence": "a", "label": 1}], "columns": ["sentance", "label"]}, DataError, ["did you mean 'sentence' for 'sentance'", "columns: {text: sentence, label: label}"]),
     "answer not in context": ({"task": "question-answering", "maxlength": 64, "stride": 16, "train": [{"question": "q", "context": "the car is red", "answers": "green"}]}, DataError, ["row 1: answer 'green' is not in its context"]),
     "answer of the wrong shape": ({"task": "question-answering", "maxlength": 64, "stride": 16, "train": [{"question": "q", "context": "red", "answers": {"text": ["red"], "answer_start": []}}]}, DataError, ["row 1 is", "expected a string,"]),
     "seq2seq row without target": ({"task": "sequence-sequence", "train": [{"source": "a", "target": "b"}, {"source": "c", "target": None}]}, DataError, ["column 'target': row 2 without target"]),

@@ -293,3 +293,48 @@ def test_engines_the_estimate_does_not_model_are_named_and_fsdp_on_a_cpu_is_said
     spec = Spec(base="m", train=[{"text": "a", "label": 0}], training={"fsdp": "full_shard", "torch_compile": True})
     notes = plan(spec, Hardware(processes=2)).notes
     assert any("fsdp" in n and "plain DDP" in n for n in notes), notes
+
+
+def test_within_the_estimates_error_of_the_limit_is_tight_with_changes_that_leave_room():
+    """The estimate lands within about +-20% of measured peaks (bench/MEMORY.md): an estimate that fits with less
+    room than that is called tight, and the changes offered leave that room."""
+    spec = lm(maxlength=512, lora=True)
+    total = estimate(spec, Hardware(), TINY).total
+    close = plan(spec, Hardware(memory=int(total * 1.1)), TINY).memory
+    assert close.fits and close.tight and "tight" in close.summary() and close.suggestions
+    assert all(s.total * 1.2 <= close.available for s in close.suggestions)
+    roomy = plan(spec, Hardware(memory=int(total * 1.3)), TINY).memory
+    assert roomy.fits and not roomy.tight and "fits" in roomy.summary() and not roomy.suggestions
+
+
+def test_the_default_length_is_kept_with_a_smaller_batch_and_the_same_effective_batch():
+    """Where the model's length does not fit at the default batch but fits at a smaller one, the plan keeps the
+    length (the data whole) and accumulates to the same effective batch, and says why; a batch the user set is
+    kept, and the length halved instead."""
+    long = {**TINY, "max_position_embeddings": 131072}
+    one = estimate(lm(maxlength=2048, training={"per_device_train_batch_size": 1}), Hardware(), long).total
+    eight = estimate(lm(maxlength=2048), Hardware(), long).total
+    card = Hardware(memory=int(one * 1.25))
+    assert eight * 1.2 > card.memory  # the default batch of 8 leaves too little room
+    kept = plan(lm(), card, long)
+    batch, steps = kept.training_args["per_device_train_batch_size"], kept.training_args["gradient_accumulation_steps"]
+    assert kept.maxlength == 2048 and batch * steps == 8 and batch < 8
+    assert kept.memory.total * 1.2 <= card.memory
+    origin = kept.provenance["training_args.per_device_train_batch_size"]
+    assert origin.source == "pipeline" and "keeps maxlength 2048" in origin.reason
+    assert kept.provenance["training_args.gradient_accumulation_steps"].source == "pipeline"
+    theirs = plan(lm(training={"per_device_train_batch_size": 8}), card, long)
+    assert theirs.training_args["per_device_train_batch_size"] == 8 and theirs.maxlength < 2048
+
+
+def test_when_only_cutting_texts_fits_alone_the_other_changes_are_offered_together():
+    """LoRA of an 8B Llama at 4 x 4096 tokens on a 24 GB card: alone, only maxlength=64 fits; the changes that keep
+    the texts whole are offered together, in turn until they fit."""
+    llama8b = {"model_type": "llama", "vocab_size": 128256, "hidden_size": 4096, "num_hidden_layers": 32,
+               "num_attention_heads": 32, "num_key_value_heads": 8, "intermediate_size": 14336,
+               "max_position_embeddings": 131072, "tie_word_embeddings": False, "torch_dtype": "bfloat16"}
+    spec = lm(lora=True, maxlength=4096, training={"per_device_train_batch_size": 4})
+    found = plan(spec, profile("rtx4090-24gb"), llama8b).memory.suggestions
+    whole = [s for s in found if "maxlength" not in s.settings]
+    assert len(whole) == 1 and whole[0].why == "these together" and whole[0].total * 1.2 <= 24 * GiB
+    assert {"training.gradient_checkpointing", "quantize"} <= set(whole[0].settings)

@@ -1,6 +1,8 @@
 """predict: a trained run (in memory or its folder, full model or adapter) on a few inputs, per task."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -88,6 +90,8 @@ def test_the_predict_command(trained):
     answered = command(qa, "what color is the boat ?", "--context", "the hat the boat is green .", "-f", "json")
     assert json.loads(answered.stdout.splitlines()[0])["answer"] == "green", answered.stderr
     assert "needs --context" in command(qa, "what color ?").stderr
+    line = command(qa, "what color is the boat ?", "--context", "the hat the boat is green .").stdout.splitlines()[0]
+    assert line == "green (%s)  what color is the boat ?" % line.split("(")[1].split(")")[0]  # not the context
 
 
 @pytest.mark.parametrize("task", list(JOBS))
@@ -96,6 +100,7 @@ def test_evaluate_scores_a_run_on_other_data_with_the_task_metrics(trained, task
     rows = JOBS[task][1][:48]
     live, saved = evaluate(run, rows), evaluate(str(folder), rows)
     assert live["eval_loss"] == pytest.approx(saved["eval_loss"], rel=1e-4)
+    assert not {k for k in saved if "runtime" in k or "per_second" in k or "preparation" in k or k == "epoch"}
     if task == "text-classification":
         assert saved["eval_accuracy"] >= 0.9 and "eval_macro_f1" in saved
     if task in ("language-generation", "language-modeling"):
@@ -116,9 +121,11 @@ def test_the_evaluate_command(trained, tmp_path):
     _, folder = trained["text-classification"]
     data = tmp_path / "data.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in sentiment(32, 5)))
-    shown = invoke("evaluate", folder, data, "-f", "json")
+    shown = subprocess.run([sys.executable, "-m", "pipeline.cli", "evaluate", folder, data, "-f", "json"],
+                           capture_output=True, text=True)  # a fresh process: what its imports say shows
     assert shown.returncode == 0, shown.stderr
     assert json.loads(shown.stdout)["eval_accuracy"] >= 0.9
+    assert "kernels" not in shown.stderr  # bitsandbytes' optional-kernel line: nothing is quantized
 
 
 def test_a_merged_run_folder_is_a_run_folder(trained, tmp_path):

@@ -150,3 +150,20 @@ def test_settings_and_spec_files_read_yaml_1_2_booleans(tmp_path):
         "training.eval_strategy": "no", "lora": True, "training.learning_rate": 1e-3}
     (tmp_path / "spec.yaml").write_text("base: m\ntrain: [{text: a, label: 0}]\ntraining: {eval_strategy: no}\n")
     assert load_spec(tmp_path / "spec.yaml").training["eval_strategy"] == "no"
+
+
+def test_columns_by_role_name_the_data_columns_for_each_role():
+    """``columns: {text: message, label: queue}``: the positional list, built from the task's roles."""
+    rows = [{"message": "hi", "queue": "a"}] * 2
+    assert Spec(base="m", train=rows, columns={"text": "message", "label": "queue"}).columns == ("message", None, "queue")
+    both = Spec(base="m", train=rows, columns={"text": "q", "text_pair": "a", "label": "y"})
+    assert both.columns == ("q", "a", "y")
+    qa = Spec(base="m", task="question-answering", train=rows, columns={"context": "passage"})
+    assert qa.columns == ("question", "passage", "answers")  # the roles left out keep their default columns
+    with pytest.raises(SpecError, match="columns: 'body' is not a role of text-classification \\(roles: text, text_pair, label\\)"):
+        Spec(base="m", train=rows, columns={"body": "message"})
+
+
+def test_every_spec_field_is_described_in_the_json_schema():
+    properties = Spec.model_json_schema()["properties"]
+    assert not [name for name, field in properties.items() if not field.get("description")]

@@ -262,6 +262,12 @@ class Memory(Frozen):
 
     @computed_field  # type: ignore[prop-decorator]
     @property
+    def tight(self) -> bool | None:
+        """It fits with less room than the estimate's error (`HEADROOM`): it may not, measured."""
+        return None if self.available is None else self.total <= self.available < self.total * (1 + HEADROOM)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
     def margin(self) -> int | None:
         """Available minus estimated bytes (negative: short by that much)."""
         return None if self.available is None else self.available - self.total
@@ -271,6 +277,9 @@ class Memory(Frozen):
         total = f"about {_size(self.total)}"
         if self.available is None:
             return f"{total} (available memory unknown)"
+        if self.tight:
+            return (f"{total} of {_size(self.available)}: tight ({_size(self.margin)} to spare, within the "
+                    f"estimate's +-{HEADROOM:.0%} error)")
         if self.fits:
             return f"{total} of {_size(self.available)}: fits ({_size(self.margin)} to spare)"
         return f"{total} of {_size(self.available)}: does not fit ({_size(-self.margin)} short)"
@@ -282,7 +291,8 @@ class Memory(Frozen):
         for name, size in self.parts.items():
             lines.append(f"  {name:<{width}}  {_size(size):>9}  {self.inputs.get(name, '')}".rstrip())
         if self.suggestions:
-            lines.append("  to fit, any one of:" if self.fits is False else "  changes:")
+            goal = "to fit" if self.fits is False else f"for {HEADROOM:.0%} room" if self.tight else "changes"
+            lines.append(f"  {goal}{', any one of' if len(self.suggestions) > 1 else ''}:")
             lines += [f"    {s}" for s in self.suggestions]
         return lines
 
@@ -424,11 +434,11 @@ def memory(model: Shape, setup: Setup, available: int | None = None) -> Memory:
     """The estimated peak memory of one training process for ``setup`` on ``model``.
 
     ``available``: bytes the process may use (from `Hardware`); suggestions are made
-    when the estimate exceeds it.
+    when the estimate exceeds it or leaves less than `HEADROOM` (tight).
     """
     parts, inputs = _parts(model, setup)
     estimate = Memory(parts=parts, inputs=inputs, available=available)
-    if estimate.fits is False:
+    if estimate.fits is False or estimate.tight:
         estimate = Memory(parts=parts, inputs=inputs, available=available, suggestions=_suggest(model, setup, available))
     return estimate
 
@@ -534,9 +544,20 @@ def _total(model: Shape, setup: Setup) -> int:
     return Memory(parts=_parts(model, setup)[0], inputs={}).total
 
 
+HEADROOM = 0.2
+"""The estimate's error against measured peaks (bench/MEMORY.md: within about +-20%): a fit with less room than
+this is tight, and the changes offered, and the defaults the plan chooses to fit, leave this much."""
+
+
+def roomy(total: int, available: int) -> bool:
+    """``total`` fits ``available`` with `HEADROOM` to spare."""
+    return total * (1 + HEADROOM) <= available
+
+
 def _suggest(model: Shape, setup: Setup, available: int) -> tuple[Suggestion, ...]:
-    """Single changes that make ``setup`` fit ``available`` (or, if none does, all of them together)."""
-    fits = lambda **changes: _total(model, replace(setup, **changes)) <= available  # noqa: E731
+    """Single changes that make ``setup`` fit ``available`` with `HEADROOM` to spare (or, if none does, all of
+    them together)."""
+    fits = lambda **changes: roomy(_total(model, replace(setup, **changes)), available)  # noqa: E731
     options: list[tuple[dict[str, Any], dict[str, Any], str]] = []  # (settings, Setup changes, why)
     if not _checkpointing(setup):
         options.append(({"training.gradient_checkpointing": True}, {"checkpointing": True},
@@ -565,12 +586,19 @@ def _suggest(model: Shape, setup: Setup, available: int) -> tuple[Suggestion, ..
         options.append(({"training.optim": "adamw_bnb_8bit"}, {"optimizer": "adamw_bnb_8bit"},
                         "optimizer state in 8 bits (bitsandbytes)"))
     chosen = [(settings, changes, why) for settings, changes, why in options if fits(**changes)]
-    if not chosen and options:  # none fits alone: all of them together
+    if all("maxlength" in settings for settings, _, _ in chosen) and options:
+        # none fits alone but cutting the texts: the others in turn until they do, the length cut last
         settings, changes = {}, {}
         for one_settings, one_changes, _ in options:
-            settings |= one_settings
-            changes |= one_changes
-        chosen = [(settings, changes, "all of these together")]
+            if "maxlength" not in one_settings and not fits(**changes):
+                settings |= one_settings
+                changes |= one_changes
+        length = setup.tokens
+        while not fits(**changes) and length > 64:
+            length //= 2
+            settings["maxlength"], changes["tokens"] = length, length
+        if settings not in [c[0] for c in chosen]:
+            chosen.append((settings, changes, "these together"))
     suggestions = [
         Suggestion(settings=FrozenDict(settings), total=_total(model, replace(setup, **changes)), why=why)
         for settings, changes, why in chosen

@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pipeline.core.frozen import Frozen, FrozenDict, FrozenMapping
 from pipeline.errors import HardwareError, SpecError
 from pipeline.core.hardware import Hardware
-from pipeline.core.memory import Memory, Setup, Shape, memory, shape
+from pipeline.core.memory import Memory, Setup, Shape, memory, roomy, shape
 from pipeline.core.spec import LORA_DEFAULTS, QUANTIZE_DEFAULTS, TRAINING_DEFAULTS, Spec
 from pipeline.tasks import TASKS
 
@@ -455,13 +455,44 @@ def _length_and_memory(
     if spec.teacher is not None and teacher is None:
         notes.append("memory: the teacher is not counted (its config.json was not read)")
 
+    training = configs[0]
+
     def setup(length: int) -> Setup:
         return replace(_setup(spec, hardware, model, *configs, length), teacher=teacher)
 
     if maxlength is None and model.positions:
         maxlength, reason = _default_maxlength(model, setup, hardware)
         provenance["maxlength"] = Origin(source="pipeline", reason=reason)
+        smaller = _smaller_batch(spec, model, setup, maxlength, hardware) if "halved" in reason else None
+        if smaller:  # the length the model reads, in smaller batches: the data stays whole
+            batch, steps, full, why = smaller
+            maxlength = full
+            training |= {"per_device_train_batch_size": batch, "gradient_accumulation_steps": steps}
+            provenance["maxlength"] = Origin(source="pipeline", reason=why)
+            for key in ("per_device_train_batch_size", "gradient_accumulation_steps"):
+                provenance[f"training_args.{key}"] = Origin(source="pipeline", reason=why)
     return maxlength, memory(model, setup(maxlength), hardware.available) if maxlength else None
+
+
+def _smaller_batch(spec: Spec, model: Shape, setup: Any, halved: int, hardware: Hardware
+                   ) -> tuple[int, int, int, str] | None:
+    """Where halving the default length was the way to fit: the largest smaller batch (with the same effective
+    batch through accumulation) at which the full default length fits with room, as (batch, accumulation
+    steps, length, why); ``None`` when the user set the batch or no batch fits."""
+    if "per_device_train_batch_size" in spec.training:
+        return None
+    length = min(model.positions or LONGEST_DEFAULT, LONGEST_DEFAULT)
+    base = setup(length)
+    batch = base.batch
+    while batch > 1:
+        batch //= 2
+        steps = base.accumulation * base.batch // batch
+        if roomy(memory(model, replace(base, batch=batch, accumulation=steps)).total, hardware.available):
+            why = (f"keeps maxlength {length} (the model's length, not halved to {halved}) in batches of {batch} x "
+                   f"{steps} accumulation steps: the same effective batch of {base.batch * base.accumulation} "
+                   f"within {hardware.available / 2**30:.1f} GiB with room; set maxlength or the batch to choose")
+            return batch, steps, length, why
+    return None
 
 
 LONGEST_DEFAULT = 2048
@@ -487,7 +518,7 @@ def _default_maxlength(model: Shape, setup: Any, hardware: Hardware) -> tuple[in
     available = hardware.available
     if available is not None:
         first = length
-        while length > 128 and memory(model, setup(length)).total > available:
+        while length > 128 and not roomy(memory(model, setup(length)).total, available):
             length //= 2
         if length < first:
             reason += f", halved to fit {available / 2**30:.1f} GiB"

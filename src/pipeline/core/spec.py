@@ -6,7 +6,7 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, StrictInt, WithJsonSchema, field_validator, model_validator
+from pydantic import BeforeValidator, ConfigDict, Field, StrictInt, WithJsonSchema, field_validator, model_validator
 
 from pipeline.core import fields as _fields
 from pipeline.core.frozen import Frozen, FrozenDict, FrozenMapping, freeze, suggest
@@ -230,26 +230,37 @@ class Spec(Frozen):
     ``training`` holds `TrainingArguments` overrides; unknown names are rejected.
     """
 
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True, use_attribute_docstrings=True)
+
     base: Annotated[
         Any, BeforeValidator(_base), WithJsonSchema({"type": "string", "description": "model folder or hub id"})
     ]
     task: TaskName = "text-classification"
+    """What the model learns (one of `pipeline.TASKS`)."""
     train: DataSource
+    """The training data."""
     validation: DataSource = None
+    """Held-out data, evaluated each epoch (the task's metrics)."""
     columns: tuple[str | None, ...] | None = None
+    """The data's columns for the task's roles: a list in the task's order, or ``{role: column}``."""
     maxlength: StrictInt | None = Field(None, ge=1)
+    """Tokens per text (language models: per block); default the model's positions, at most 2048, within memory."""
     stride: StrictInt = Field(128, ge=0)
     """QA window overlap; when not given and 128 does not fit, a quarter of ``maxlength``."""
     prefix: str | None = None
+    """sequence-sequence: text put before each source (e.g. ``"summarize: "``)."""
     merge: Literal["concat", "pack"] | None = "concat"
+    """Language models: texts concatenated into ``maxlength`` blocks, packed whole into blocks, or (null) one each."""
     tokenizers: StrictInt | None = Field(None, ge=1)
     """Processes for tokenizing (``datasets.map(num_proc=...)``)."""
     checkpoint: str | bool | None = None
     """Resume from this checkpoint directory, or ``True`` for the latest in ``output_dir``."""
     quantize: bool | FrozenMapping | None = None
+    """4-bit base weights (`BitsAndBytesConfig`): true for the seed's, a mapping to replace them; needs lora."""
     quantize_on_cpu: bool = False
     """Keep 4-bit quantization on a CPU (bitsandbytes >= 0.45 runs it) instead of dropping it."""
     lora: bool | FrozenMapping | None = None
+    """LoRA adapters (`LoraConfig`): true for the seed's, a mapping to replace them."""
     dtype: Literal["auto", "float32", "bfloat16", "float16"] | None = None
     """The weights' dtype when loaded: default float32 for a full fine-tune (master weights that take small
     updates), the checkpoint's own (``auto``) for LoRA, whose base weights are frozen."""
@@ -273,6 +284,7 @@ class Spec(Frozen):
     """``(temperature, alpha)`` with a teacher (txtai's names and default): the loss is
     ``(1 - alpha) * loss + alpha * T^2 * KL(teacher / T || student / T)``, per labelled token or example."""
     training: FrozenMapping = Field(default_factory=FrozenDict)
+    """`TrainingArguments` overrides (unknown names are refused)."""
 
     @classmethod
     def _unknown(cls, key: str) -> str:
@@ -290,6 +302,18 @@ class Spec(Frozen):
         if train is None:
             raise ValueError("no training data (got None); give a file, a list of rows, a DataFrame or a Dataset")
         return train
+
+    @model_validator(mode="before")
+    @classmethod
+    def _columns_by_role(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and isinstance(data.get("columns"), Mapping):
+            task = TASKS.get(data.get("task") or "text-classification")
+            if task is not None:
+                try:
+                    return {**data, "columns": task.by_role(data["columns"])}
+                except ValueError as e:
+                    raise ValueError(f"columns: {e}") from None
+        return data
 
     @field_validator("task", mode="before")
     @classmethod

@@ -100,12 +100,35 @@ def problems(dataset: Any, spec: Spec, field: str) -> list[str]:
         close = {c: difflib.get_close_matches(c, unused, n=1, cutoff=0.8) for c in missing}
         hints = [f"{m[0]!r} for {c!r}" for c, m in close.items() if m]
         fix = f"did you mean {', '.join(hints)}? " if hints else ""
-        chosen = [close[c][0] if close.get(c) else c for c in (spec.columns or wanted)]
+        fitting = _fitting(dataset, spec, {c: m[0] for c, m in close.items() if m})
+        chosen = "{" + ", ".join(f"{role}: {column}" for role, column in fitting.items()) + "}"
         return [
             f"{field}: missing column{'s' if len(missing) > 1 else ''} {missing} for {spec.task} "
             f"(found {dataset.column_names}); {fix}rename the data's columns or set columns: {chosen}"
         ]
     return TASKS[spec.task].check(dataset, columns(spec), field)[:20]
+
+
+def _fitting(dataset: Any, spec: Spec, close: dict[str, str]) -> dict[str, str]:
+    """For each of the task's roles the data's column that fits it: the one named so, a close name, else by
+    content (a label: the column with the fewest distinct values; a text: the longest texts), unused ones first."""
+    task = TASKS[spec.task]
+    found, taken = {}, set()
+    sample = dataset.select(range(min(len(dataset), 200)))
+    for position, (role, column) in enumerate(zip(task.role_names, columns(spec))):
+        if column is None:
+            continue
+        pick = column if column in dataset.column_names else close.get(column)
+        if pick is None:
+            free = [c for c in dataset.column_names if c not in taken and c not in columns(spec)]
+            if task.read_labels is not None and position == len(task.columns) - 1:
+                pick = min(free, key=lambda c: len({repr(v) for v in sample[c]}), default=None)
+            else:
+                texts = [c for c in free if all(isinstance(v, str) for v in sample[c])]
+                pick = max(texts, key=lambda c: sum(len(v) for v in sample[c]), default=None)
+        found[role] = pick or column
+        taken.add(found[role])
+    return found
 
 
 def labels(read: dict[str, Any], spec: Spec) -> Labels | None:

@@ -138,6 +138,67 @@ def write_run(folder: Path, identity: str, run: Any) -> None:
     history = [dict(entry) for entry in run.log_history]
     (folder / "log_history.json").write_text(json.dumps(history, indent=2) + "\n")
     plot_losses(history, folder / "loss.png", title=f"run {identity}")
+    (folder / "README.md").write_text(model_card(identity, run, folder))  # in place of peft's empty template
+
+
+CARD_SETTINGS = ("learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",
+                 "gradient_accumulation_steps", "bf16", "fp16", "seed")
+"""Training arguments a model card shows (beside LoRA, quantization, length and dtype)."""
+
+
+def model_card(identity: str, run: Any, folder: Path) -> str:
+    """A model card for the run in ``folder``, with the Hub's metadata block: base model, task, labels, data
+    (sources, rows, hashes), the plan's key values with their origins, final metrics, and how to load it."""
+    from pipeline.tasks import TASKS
+
+    spec, plan, task = run.spec, run.plan, TASKS[run.spec.task]
+    adapter = bool(plan.lora)
+    base = _plain(spec.base) if not isinstance(spec.base, str) else spec.base
+    tags = ["pipeline", spec.task, *(["lora"] if adapter else []), *(["qlora"] if plan.quantization else [])]
+    meta = [f"library_name: {'peft' if adapter else 'transformers'}", f"base_model: {base}",
+            *([f"pipeline_tag: {task.hub_tag}"] if task.hub_tag else []), "tags:", *(f"- {t}" for t in tags)]
+    lines = ["---", *meta, "---", "", f"# {folder.name}", "",
+             f"`{base}` fine-tuned for {spec.task} with pipeline ({'LoRA adapters' if adapter else 'all weights'}"
+             f"{', 4-bit base' if plan.quantization else ''}), run `{identity}`."]
+    labels = getattr(run, "labels", None)
+    if labels is not None and labels.classes:
+        lines += ["", f"Labels: {', '.join(str(c) for c in labels.classes)}."]
+    document = _identifying(spec)
+    lines += ["", "## Data", "", "| split | source | rows | sha256 |", "|---|---|---|---|"]
+    for split, data in (("train", run.train_data), ("validation", run.eval_data)):
+        given = document[split]
+        if given is None:
+            continue
+        source = Path(given["file"]).name if isinstance(given, dict) and "file" in given else json.dumps(given)[:60]
+        digest = given.get("sha256", "")[:16] if isinstance(given, dict) else ""
+        lines.append(f"| {split} | {source} | {len(data) if data is not None else ''} | {digest} |")
+    lines += ["", "## Training", "", "| setting | value | origin |", "|---|---|---|"]
+    shown_settings = [("maxlength", plan.maxlength, "maxlength"), ("dtype", plan.dtype, "dtype")]
+    shown_settings += [(f"training_args.{k}", plan.training_args[k], f"training_args.{k}") for k in CARD_SETTINGS
+                       if k in plan.training_args]
+    shown_settings += [(f"lora.{k}", v, f"lora.{k}") for k, v in (plan.lora or {}).items()
+                       if k in ("r", "lora_alpha", "target_modules", "lora_dropout")]
+    shown_settings += [(f"quantization.{k}", v, f"quantization.{k}") for k, v in (plan.quantization or {}).items()
+                       if k in ("load_in_4bit", "bnb_4bit_quant_type", "bnb_4bit_compute_dtype")]
+    for name, value, key in shown_settings:
+        origin = plan.provenance.get(key)
+        lines.append(f"| {name} | {value} | {origin.source + ': ' + origin.reason if origin else ''} |")
+    lines += ["", "## Results", "", "| metric | value |", "|---|---|"]
+    lines += [f"| {k} | {shown(v)} |" for k, v in run.metrics.items()
+              if not any(skip in k for skip in ("runtime", "per_second", "flos", "epoch", "preparation_time"))]
+    model_class = task.saved_class or task.model_class
+    load = (f"model = PeftModel.from_pretrained({model_class}.from_pretrained(\"{base}\", config=AutoConfig."
+            f"from_pretrained(folder + \"/base_config.json\")), folder)" if adapter
+            else f"model = {model_class}.from_pretrained(folder)")
+    lines += ["", "## Use it", "", "```python", "from pipeline import predict", "",
+              f'predict("{folder}", ["..."])', "```", "", "```python",
+              *(["from peft import PeftModel"] if adapter else []),
+              f"from transformers import {'AutoConfig, ' if adapter else ''}{model_class}, AutoTokenizer", "",
+              f'folder = "{folder}"', load, "tokenizer = AutoTokenizer.from_pretrained(folder)", "```", "",
+              f'`pipeline predict {folder} "..."` tries it from the command line; `pipeline merge {folder} OUT` '
+              "merges adapters into the base." if adapter else f'`pipeline predict {folder} "..."` tries it from '
+              "the command line."]
+    return "\n".join(lines) + "\n"
 
 
 RECORD = ("spec.yaml", "plan.json", "metrics.json", "log_history.json", "loss.png")

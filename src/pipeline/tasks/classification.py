@@ -172,4 +172,6 @@ TASK = Task(
                     else f"{p['value']:.4g}  {shown(p)}"),
     head=lambda hidden, labels: hidden * (hidden + labels),  # pooler and classifier
     heads=("classifier", "score", "pre_classifier", "pooler.dense", "classification_head", "logits_proj"),
+    roles=("text", "text_pair", "label"),
+    hub_tag="text-classification",
 )

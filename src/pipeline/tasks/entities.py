@@ -215,4 +215,5 @@ TASK = Task(
     head=lambda hidden, labels: (hidden + 1) * labels,  # the classifier's weights and biases
     heads=("classifier", "score"),
     lora_exclude=("classifier", "score"),
+    hub_tag="token-classification",
 )

@@ -44,4 +44,5 @@ TASK = Task(
     vocabulary=True,
     fields=frozenset({"merge"}),
     perplexity=True,
+    hub_tag="text-generation",
 )

@@ -52,4 +52,5 @@ TASK = Task(
     vocabulary=True,
     fields=frozenset({"merge"}),
     perplexity=True,
+    hub_tag="fill-mask",
 )

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.errors import DataError
-from pipeline.tasks.task import Kit, Task, shown, text_problems, texts
+from pipeline.tasks.task import Kit, Task, text_problems, texts
 
 __all__ = ["TASK", "Windows", "best_answers", "best_span"]
 
@@ -303,7 +303,7 @@ TASK = Task(
     collate=_collate,
     distill=_distill,
     predict=_predict,
-    said=lambda p: f"{p['answer'] or '(no answer)'} ({p['score']:.2f})  {shown(p)}",
+    said=lambda p: f"{p['answer'] or '(no answer)'} ({p['score']:.2f})  {p['input'][0]}",  # the question alone
     check=_check,
     score=_score,
     scored_columns=SCORED,
@@ -311,4 +311,5 @@ TASK = Task(
     heads=("qa_outputs",),
     lora_exclude=("qa_outputs",),
     fields=frozenset({"stride"}),
+    hub_tag="question-answering",
 )

@@ -56,4 +56,5 @@ TASK = Task(
     token_loss=True,
     vocabulary=True,
     fields=frozenset({"prefix"}),
+    hub_tag="text2text-generation",
 )

@@ -139,6 +139,10 @@ class Task:
     """Heads peft trains in full for this task type, so "all-linear" LoRA must skip them."""
     fields: frozenset[str] = frozenset()
     """The task-specific spec fields it reads (``merge``, ``prefix``, ``stride``, ``generator``)."""
+    roles: tuple[str, ...] = ()
+    """What each column position is, by name (``columns: {role: column}``); default: the default columns'."""
+    hub_tag: str | None = None
+    """The Hub's ``pipeline_tag`` for a model of this task (its model card's metadata)."""
     inputs: int = 1
     """How many of the leading columns one `predict` input holds (question answering: question, context)."""
     models: int = 1
@@ -169,6 +173,18 @@ class Task:
                 found.insert(i, None)
             return tuple(found)
         return tuple(given)
+
+    @property
+    def role_names(self) -> tuple[str, ...]:
+        return self.roles or tuple(str(c) for c in self.columns)
+
+    def by_role(self, given: Mapping[str, str | None]) -> tuple[str | None, ...]:
+        """``{role: column}`` as the positional columns, the roles left out at their defaults; `ValueError`
+        naming the roles for one that is not."""
+        unknown = [role for role in given if role not in self.role_names]
+        if unknown:
+            raise ValueError(f"{unknown[0]!r} is not a role of {self.name} (roles: {', '.join(self.role_names)})")
+        return tuple(given.get(role, default) for role, default in zip(self.role_names, self.columns))
 
     def after_evaluation(self, metrics: Mapping[str, float]) -> dict[str, float]:
         """Metrics evaluation derives from its loss: ``eval_perplexity`` where the task has it."""

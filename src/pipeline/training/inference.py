@@ -108,8 +108,9 @@ def evaluate(run: Any, source: Any, task: str | None = None, hardware: Any = Non
 
     Raises `DataError` for data the run cannot read (missing columns, labels it does not know).
     """
-    from pipeline.training.trainer import Arguments, Trainer, quiet_progress
     from pipeline.io.data import encode, problems, read
+    from pipeline.training.sweep import final_metrics
+    from pipeline.training.trainer import Arguments, Trainer, quiet_progress
     from pipeline.errors import DataError
     from pipeline.core.spec import Spec
     from pipeline.training.stages import collator, scoring
@@ -132,7 +133,7 @@ def evaluate(run: Any, source: Any, task: str | None = None, hardware: Any = Non
                       processing_class=tokenizer, **scores)
     quiet_progress(trainer)
     metrics = trainer.evaluate(encoded)
-    return metrics | TASKS[task].after_evaluation(metrics)
+    return final_metrics(metrics | TASKS[task].after_evaluation(metrics))  # no runtimes, epoch or counters
 
 
 def _labels(config: Any, dataset: Any, spec: Any, found: list[str]) -> tuple[Any, Any]:

@@ -14,15 +14,20 @@ import json
 import logging
 import re
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
-import transformers
-from transformers.trainer_pt_utils import LengthGroupedSampler
-from transformers.trainer_utils import unwrap_peft_model
+
+from pipeline.training.hush import hushed
+
+with hushed():  # the Trainer imports peft, which imports bitsandbytes, which says an optional kernel is missing
+    import transformers
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+    from transformers.trainer_utils import unwrap_peft_model
 
 log = logging.getLogger("pipeline")
 
@@ -289,11 +294,13 @@ class Progress(transformers.trainer_callback.ProgressCallback):
 
 
 def quiet_progress(trainer: transformers.Trainer) -> None:
-    """Our `Progress` in place of the Trainer's bars or printed dicts (``disable_tqdm``: no bars at all)."""
+    """Our `Progress` in place of the Trainer's bars or printed dicts (``disable_tqdm``, or stderr not a terminal:
+    no bars at all)."""
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     if trainer.pop_callback(ProgressCallback) or trainer.pop_callback(PrinterCallback):  # either prints dicts
-        trainer.add_callback(Progress(bars=not trainer.args.disable_tqdm))
+        # bars on a terminal only: a log file or a pipe would get every redraw
+        trainer.add_callback(Progress(bars=not trainer.args.disable_tqdm and sys.stderr.isatty()))
 
 
 class Pruning(transformers.TrainerCallback):
