@@ -130,7 +130,9 @@ def test_the_python_api_says_only_what_is_ours(models, tmp_path):
     import subprocess
     import sys
 
-    script = ("import logging; logging.getLogger('pipeline').addHandler(logging.StreamHandler())\n"
+    script = ("import logging; logging.basicConfig()\n"
+              "import pipeline.training.trainer  # the Trainer's import (evaluate's first) imports bitsandbytes\n"
+              "logging.getLogger('pipeline').addHandler(logging.StreamHandler())\n"
               "logging.getLogger('pipeline').setLevel(logging.INFO)\n"
               f"from pipeline import Hardware, Spec, fine_tune, start; from pipeline.testing import sentiment\n"
               f"fine_tune(start(Spec(base={models['bert']!r}, train=sentiment(16), lora=True, quantize=True, "
