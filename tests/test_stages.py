@@ -139,13 +139,14 @@ def test_the_python_api_says_only_what_is_ours(models, tmp_path):
               f"quantize_on_cpu=True, training={{'max_steps': 1, 'output_dir': 'out'}}), Hardware()))\n"
               f"fine_tune(start(Spec(base={models['llama']!r}, task='language-generation', train=sentiment(16), "
               f"columns=['text'], training={{'max_steps': 1}}), Hardware()))\n")
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path)
-    assert done.returncode == 0, done.stderr
-    assert "trainable params: " in done.stderr and "{'loss'" not in done.stderr
-    assert "\r" not in done.stderr and "it/s" not in done.stderr  # not a terminal (a log file, a pipe): no bars
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, cwd=tmp_path)
+    stderr = done.stderr.decode()  # as bytes: text mode would turn each bar's \r into a newline
+    assert done.returncode == 0, stderr
+    assert "trainable params: " in stderr and "{'loss'" not in stderr
+    assert "\r" not in stderr and "it/s" not in stderr  # not a terminal (a log file, a pipe): no bars
     for noise in ("LOAD REPORT", "gemm_4bit_forward", "FutureWarning", "Loading weights", "Writing model shards",
                   "new PAD/BOS/EOS tokens"):
-        assert noise not in done.stderr, (noise, done.stderr)
+        assert noise not in stderr, (noise, stderr)
     assert (tmp_path / "out" / "adapter_config.json").exists()
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -155,12 +156,21 @@ def encode(dataset: Any, spec: Spec, tokenizer: Any, maxlength: int, labels: Lab
            windows: bool = False) -> Any:
     """Tokenize ``dataset`` for ``spec.task`` (batched ``datasets.map``), unpadded; with ``windows``
     the columns the task's scoring needs too (`Task.scored_columns`)."""
+    from datasets.utils import logging as datasets_logging
+
     task, cols = TASKS[spec.task], columns(spec)
-    return dataset.map(
-        lambda batch, at: task.encode(batch, cols, tokenizer, maxlength, spec, labels, at if windows else None),
-        batched=True,
-        with_indices=True,
-        num_proc=spec.tokenizers,
-        remove_columns=dataset.column_names,
-        desc=f"tokenizing for {spec.task}",
-    )
+    bars = datasets_logging.is_progress_bar_enabled()
+    if not sys.stderr.isatty():  # a log file or a pipe would get every redraw of the bar
+        datasets_logging.disable_progress_bar()
+    try:
+        return dataset.map(
+            lambda batch, at: task.encode(batch, cols, tokenizer, maxlength, spec, labels, at if windows else None),
+            batched=True,
+            with_indices=True,
+            num_proc=spec.tokenizers,
+            remove_columns=dataset.column_names,
+            desc=f"tokenizing for {spec.task}",
+        )
+    finally:
+        if bars:
+            datasets_logging.enable_progress_bar()
