@@ -81,13 +81,17 @@ def test_squad_exact_match_and_f1_per_question_over_its_windows():
     ends = [[0.0, 0.0, 2.0], [0.0, 0.0, 5.0], [0.0, 0.0, 0.0, 4.0], [9.0, 1.0, 1.0]]
     result = squad(windows, starts, ends)
     # "red car" from the second window (10 beats 4); "a blue sky" normalizes to "blue sky"; CLS wins: ""
-    assert result == {"exact_match": 1.0, "f1": 1.0}
+    assert result == {"exact_match": 1.0, "f1": 1.0, "answerable_exact_match": 1.0, "answerable_f1": 1.0,
+                      "unanswerable_exact_match": 1.0}
     ends[1] = [0.0, 5.0, 0.0]  # now "red": F1 of "red" against "red car" is 2/3
     starts[2][1] = -9.0  # and "blue sky" still best for the second question (start at "blue")
     starts[3], ends[3] = [0.0, 3.0, 1.0], [0.0, 1.0, 1.0]  # and "no" beats CLS where there is no answer
     result = squad(windows, starts, ends)
     assert result["exact_match"] == pytest.approx(1 / 3)
     assert result["f1"] == pytest.approx((2 / 3 + 1 + 0) / 3)
+    # split as SQuAD v2's script does: the questions with an answer, and those without (none found is right)
+    assert result["answerable_exact_match"] == 0.5 and result["answerable_f1"] == pytest.approx((2 / 3 + 1) / 2)
+    assert result["unanswerable_exact_match"] == 0.0
 
 
 def test_sequence_to_sequence_token_accuracy_counts_target_tokens_only():

@@ -81,13 +81,25 @@ def best_answers(starts: Any, ends: Any, windows: Windows) -> list[tuple[str, in
 
 
 def _squad(prediction: Any, windows: Windows) -> dict[str, float]:
-    """SQuAD (v2 when some questions have no answer) exact match and F1 per question, of `best_answers`."""
+    """SQuAD (v2 when some questions have no answer) exact match and F1 per question, of `best_answers`; where
+    both kinds are asked, also split into the questions with an answer and those without (SQuAD v2's HasAns and
+    NoAns: a model that never answers scores 1 on the second)."""
     starts, ends = prediction.predictions[:2]
-    exact, f1 = [], []
+    exact, f1, has = [], [], []
     for (answer, _, _), answers in zip(best_answers(starts, ends, windows), windows.answers):
         exact.append(max(float(_normal(answer) == _normal(a)) for a in answers))
         f1.append(max(_f1(answer, a) for a in answers))
-    return {"exact_match": sum(exact) / len(exact) if exact else 0.0, "f1": sum(f1) / len(f1) if f1 else 0.0}
+        has.append(any(a for a in answers))
+    found = {"exact_match": _mean(exact), "f1": _mean(f1)}
+    if any(has) and not all(has):
+        found |= {"answerable_exact_match": _mean([e for e, h in zip(exact, has) if h]),
+                  "answerable_f1": _mean([f for f, h in zip(f1, has) if h]),
+                  "unanswerable_exact_match": _mean([e for e, h in zip(exact, has) if not h])}
+    return found
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else 0.0
 
 
 def _normal(text: str) -> str:
@@ -296,8 +308,9 @@ TASK = Task(
     collator="DataCollatorWithPadding",
     columns=("question", "context", "answers"),
     column_counts=(3,),
-    metrics="exact_match, f1 (SQuAD's, per question over its windows; no answer counts)",
-    metric_names=("exact_match", "f1"),
+    metrics="exact_match, f1 (SQuAD's, per question over its windows; no answer counts; with unanswerable "
+    "questions also split: answerable_exact_match, answerable_f1, unanswerable_exact_match)",
+    metric_names=("exact_match", "f1", "answerable_exact_match", "answerable_f1", "unanswerable_exact_match"),
     distillation="KL of softmax(logits/T) over positions, start and end averaged, per window",
     encode=_encode,
     collate=_collate,
