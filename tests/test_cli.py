@@ -260,6 +260,7 @@ def test_diff_shows_spec_and_plan_changes_across_hardware(spec_file, tmp_path):
     assert out.returncode == 0, out.stderr
     assert "quantize" in out.stdout and "quantization.load_in_4bit" in out.stdout
     assert re.search(r"training_args.use_cpu +true +false", out.stdout)
+    assert "notes" in out.stdout and max(len(line) for line in out.stdout.splitlines()) < 200  # long notes wrap
 
 
 def test_spec_file_data_paths_are_relative_to_the_file(tmp_path):

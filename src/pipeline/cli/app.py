@@ -238,13 +238,21 @@ def diff(
     ):
         flat_a, flat_b = flatten(left), flatten(right)
         rows = [
-            (key, json.dumps(flat_a.get(key, "-"), default=str), json.dumps(flat_b.get(key, "-"), default=str))
+            (key, _wrapped(flat_a.get(key, "-")), _wrapped(flat_b.get(key, "-")))
             for key in sorted(set(flat_a) | set(flat_b))
             if flat_a.get(key, "-") != flat_b.get(key, "-")
         ]
         typer.echo(f"{title}: " + ("no differences" if not rows else f"{len(rows)} differences"))
         if rows:
             typer.echo(_table(rows, ("field", "A", "B")))
+
+
+def _wrapped(value: Any, width: int = 60) -> str:
+    """A value as JSON, in lines of ``width`` (a plan's notes run to hundreds of characters); a list one item a line."""
+    import textwrap
+
+    items = value if isinstance(value, list) and value else [value]
+    return "\n".join(line for item in items for line in textwrap.wrap(json.dumps(item, default=str), width) or [""])
 
 
 LOWER_IS_BETTER = ("loss", "perplexity", "mse", "seconds")
