@@ -47,3 +47,22 @@ def test_a_run_that_fails_its_checks_announces_no_run_folder(tmp_path, caplog):
         train_into(bad, Hardware(), output=tmp_path / "out")
     assert not any(r.getMessage().startswith("run ") for r in caplog.records), caplog.text
     assert not (tmp_path / "out").exists()
+
+
+def test_the_sweep_plot_marks_the_best_run_and_leaves_out_what_did_not_vary():
+    """One panel per value that varied (a constant one gets none), the best run marked, whole numbers on an integer
+    axis, and no minor tick labels on a log axis (they ran together)."""
+    from matplotlib.ticker import NullFormatter
+
+    from pipeline.io.runs import sweep_figure
+
+    rows = [{"run": str(i), "lora.r": r, "training.learning_rate": lr, "seed": 0, "eval_loss": loss}
+            for i, (r, lr, loss) in enumerate([(4, 1e-4, 0.9), (8, 1e-3, 0.5), (16, 3e-2, 0.7)])]
+    figure = sweep_figure(rows, ["lora.r", "training.learning_rate", "seed"], "eval_loss",
+                          log={"training.learning_rate"}, maximize=False)
+    r, rate = figure.axes
+    assert [a.get_xlabel() for a in figure.axes] == ["lora.r", "training.learning_rate"]
+    assert all(float(t).is_integer() for t in r.get_xticks())
+    assert isinstance(rate.xaxis.get_minor_formatter(), NullFormatter)
+    best = [c for a in figure.axes for c in a.collections if c.get_label() == "best"]
+    assert len(best) == 2 and all(tuple(c.get_offsets()[0])[1] == 0.5 for c in best)

@@ -280,23 +280,43 @@ def _pyplot() -> Any:
     return plt
 
 
-def plot_sweep(rows: list[dict[str, Any]], keys: list[str], metric: str, path: Path, log: set[str] = frozenset()) -> None:
-    """A sweep's ``metric`` against each swept value, one panel a key, as a PNG; pruned trials hollow."""
+def plot_sweep(rows: list[dict[str, Any]], keys: list[str], metric: str, path: Path, log: set[str] = frozenset(),
+               maximize: bool = False) -> None:
+    """`sweep_figure` as a PNG."""
+    _save(_pyplot(), sweep_figure(rows, keys, metric, log, maximize), path)
+
+
+def sweep_figure(rows: list[dict[str, Any]], keys: list[str], metric: str, log: set[str] = frozenset(),
+                 maximize: bool = False) -> Any:
+    """A sweep's ``metric`` against each value that varied, one panel a key: pruned trials hollow, the best run a
+    star, whole numbers on an integer axis, a log axis labelled at its decades only."""
+    from matplotlib.ticker import MaxNLocator, NullFormatter
+
     plt = _pyplot()
-    figure, panels = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.5), dpi=100, squeeze=False)
-    for key, axes in zip(keys, panels[0]):
+    scored = [r for r in rows if metric in r]
+    varied = [k for k in keys if len({repr(r.get(k)) for r in scored}) > 1] or keys[:1]
+    best = (max if maximize else min)(scored, key=lambda r: r[metric]) if scored else None
+    figure, panels = plt.subplots(1, len(varied), figsize=(4 * len(varied), 3.5), dpi=100, squeeze=False)
+    for key, axes in zip(varied, panels[0]):
+        values = [r[key] for r in scored]
+        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+        shown = lambda v: v if numeric else str(v)  # noqa: E731
         for pruned in (False, True):
-            points = [(r[key], r[metric]) for r in rows if metric in r and bool(r.get("pruned")) == pruned]
-            if not points:
-                continue
-            values, scores = zip(*points)
-            numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
-            axes.scatter(values if numeric else [str(v) for v in values], scores,
-                         facecolors="none" if pruned else None, edgecolors="C0", label="pruned" if pruned else None)
+            points = [(shown(r[key]), r[metric]) for r in scored if bool(r.get("pruned")) == pruned]
+            if points:
+                xs, ys = zip(*points)
+                axes.scatter(xs, ys, facecolors="none" if pruned else None, edgecolors="C0",
+                             label="pruned" if pruned else None)
+        if best is not None:
+            axes.scatter([shown(best[key])], [best[metric]], marker="*", s=200, color="C3", zorder=3, label="best")
         if key in log:
             axes.set_xscale("log")
+            axes.xaxis.set_minor_formatter(NullFormatter())
+        elif numeric and all(isinstance(v, int) for v in values):
+            axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         _tidy(axes, xlabel=key, ylabel=metric)
-    _save(plt, figure, path)
+    figure.tight_layout()
+    return figure
 
 
 def plot_losses(history: list[dict[str, Any]], path: Path, title: str) -> None:

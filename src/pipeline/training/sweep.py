@@ -164,7 +164,8 @@ def sweep(
         if rows and main_process():  # what finished is kept, also when the sweep is interrupted
             write_results(folder, rows)
     if main_process():
-        plot_sweep(rows, [*choices, *drawn], metric, folder / "sweep.png", log={k for k, r in drawn.items() if r.log})
+        plot_sweep(rows, [*choices, *drawn], metric, folder / "sweep.png", log={k for k, r in drawn.items() if r.log},
+                   maximize=maximize)
     return rows
 
 
