@@ -7,7 +7,8 @@ plan, the stages, the Trainer) is shared and reads the task's value: no ``if tas
 
 Pure like the core: a task module imports no torch, transformers or datasets and touches no
 file. What it does with a tokenizer, a model or tensors it does through the objects the shell
-hands it (a tokenizer, a model's outputs, ``library``: the transformers module, `Kit`).
+hands it: the tokenizer, a model's outputs (tensor methods), ``library`` (transformers' classes and
+ours, by name), ``kl`` (the distillation divergences), a `Kit` (prediction).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ class Kit(Protocol):
     length: int
     document: Mapping[str, Any]
     """The run's spec fields that say how its inputs were prepared (task, columns, prefix, stride...)."""
+
     def tokenize(self, *texts: Any, **kwargs: Any) -> Any:
         """The tokenizer's batch of one input as tensors on the model's device, cut to ``length``."""
 
