@@ -240,6 +240,19 @@ class Trainer(transformers.Trainer):
             return LengthBuckets(sampler.lengths, batch, self.args.seed)
         return sampler
 
+    def evaluate(self, *args, **kwargs):
+        """The library's evaluation, leaving the random generators as it found them: its data loader draws a
+        seed from the global generator, which moved every dropout mask after an evaluation between epochs
+        (training with validation data trained other weights than without)."""
+        cpu = torch.random.get_rng_state()
+        cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+        try:
+            return super().evaluate(*args, **kwargs)
+        finally:
+            torch.random.set_rng_state(cpu)
+            if cuda is not None:
+                torch.cuda.set_rng_state_all(cuda)
+
     def _get_eval_sampler(self, eval_dataset):
         """The set's order, where the library's length grouping would shuffle it: our evaluation sets
         come sorted by length already (`stages.scoring`), and scoring answers as text needs each
