@@ -66,3 +66,20 @@ def test_the_sweep_plot_marks_the_best_run_and_leaves_out_what_did_not_vary():
     assert isinstance(rate.xaxis.get_minor_formatter(), NullFormatter)
     best = [c for a in figure.axes for c in a.collections if c.get_label() == "best"]
     assert len(best) == 2 and all(tuple(c.get_offsets()[0])[1] == 0.5 for c in best)
+
+
+def test_force_over_another_run_removes_nothing_when_the_spec_is_refused(tmp_path):
+    """--force over another run's folder with a spec that fails its checks: the error, and the other run's
+    checkpoints still there (bad input loses nothing)."""
+    import json
+
+    from pipeline import DataError
+    from pipeline.training.sweep import train_into
+
+    out = tmp_path / "out"
+    (out / "checkpoint-2").mkdir(parents=True)
+    (out / "run.json").write_text(json.dumps({"id": "another"}))
+    bad = Spec(base=str(tmp_path), train=[{"message": "hi", "label": 0}] * 4)
+    with pytest.raises(DataError, match="missing column"):
+        train_into(bad, Hardware(), force=True, output=out)
+    assert (out / "checkpoint-2").is_dir()

@@ -57,10 +57,12 @@ def train_into(spec: Spec, hardware: Hardware, force: bool = False, output: str 
         folder = Path(output or Path(parent) / identity)
     else:
         folder = Path(spec.training.get("output_dir") or Path("runs") / identity)
-    removed = guard(folder, identity, force)
+    if not force:
+        guard(folder, identity)  # another run's folder is refused before anything loads
     spec = evolve(spec, training={**spec.training, "output_dir": str(folder)})
     with contextlib.redirect_stdout(sys.stderr):  # the Trainer's progress; stdout carries the results
         loaded = load(start(spec, hardware, callbacks))  # its checks first: a refused spec announces no run
+    removed = guard(folder, identity, force) if force else []  # and removes nothing of another run's
     if main_process():
         log.info("run %s -> %s", identity, folder)
         if removed:
