@@ -24,7 +24,7 @@ from pipeline.core.hardware import PROFILES, Hardware, profile
 from pipeline.training.detect import detect
 from pipeline.io.runs import columns, flatten
 from pipeline.io.runs import shown as _number
-from pipeline.training.sweep import final_metrics as _final
+from pipeline.io.runs import final_metrics as _final
 from pipeline.training.sweep import main_process, sweep_folder, sweep_metric, train_into
 from pipeline.training.sweep import sweep as run_sweep
 from pipeline.core.spec import Spec

@@ -461,11 +461,12 @@ def _length_and_memory(
         return replace(_setup(spec, hardware, model, *configs, length), teacher=teacher)
 
     if maxlength is None and model.positions:
-        maxlength, reason = _default_maxlength(model, setup, hardware)
+        full = min(model.positions, LONGEST_DEFAULT)
+        maxlength, reason = _default_maxlength(model, setup, hardware, full)
         provenance["maxlength"] = Origin(source="pipeline", reason=reason)
-        smaller = _smaller_batch(spec, model, setup, maxlength, hardware) if "halved" in reason else None
+        smaller = _smaller_batch(spec, model, setup(full), maxlength, hardware) if maxlength < full else None
         if smaller:  # the length the model reads, in smaller batches: the data stays whole
-            batch, steps, full, why = smaller
+            batch, steps, why = smaller
             maxlength = full
             training |= {"per_device_train_batch_size": batch, "gradient_accumulation_steps": steps}
             provenance["maxlength"] = Origin(source="pipeline", reason=why)
@@ -474,16 +475,14 @@ def _length_and_memory(
     return maxlength, memory(model, setup(maxlength), hardware.available) if maxlength else None
 
 
-def _smaller_batch(spec: Spec, model: Shape, setup: Any, halved: int, hardware: Hardware
-                   ) -> tuple[int, int, int, str] | None:
+def _smaller_batch(spec: Spec, model: Shape, base: Setup, halved: int, hardware: Hardware
+                   ) -> tuple[int, int, str] | None:
     """Where halving the default length was the way to fit: the largest smaller batch (with the same effective
-    batch through accumulation) at which the full default length fits with room, as (batch, accumulation
-    steps, length, why); ``None`` when the user set the batch or no batch fits."""
+    batch through accumulation) at which ``base``, the full default length, fits with room, as (batch,
+    accumulation steps, why); ``None`` when the user set the batch or no batch fits."""
     if "per_device_train_batch_size" in spec.training:
         return None
-    length = min(model.positions or LONGEST_DEFAULT, LONGEST_DEFAULT)
-    base = setup(length)
-    batch = base.batch
+    length, batch = base.tokens, base.batch
     while batch > 1:
         batch //= 2
         steps = base.accumulation * base.batch // batch
@@ -491,7 +490,7 @@ def _smaller_batch(spec: Spec, model: Shape, setup: Any, halved: int, hardware: 
             why = (f"keeps maxlength {length} (the model's length, not halved to {halved}) in batches of {batch} x "
                    f"{steps} accumulation steps: the same effective batch of {base.batch * base.accumulation} "
                    f"within {hardware.available / 2**30:.1f} GiB with room; set maxlength or the batch to choose")
-            return batch, steps, length, why
+            return batch, steps, why
     return None
 
 
@@ -509,9 +508,9 @@ def _shape(config: Mapping[str, Any] | None, notes: list[str]) -> Shape | None:
         return None
 
 
-def _default_maxlength(model: Shape, setup: Any, hardware: Hardware) -> tuple[int, str]:
-    """The model's positions, at most `LONGEST_DEFAULT`, halved (down to 128) until the estimate fits."""
-    length = min(model.positions or LONGEST_DEFAULT, LONGEST_DEFAULT)
+def _default_maxlength(model: Shape, setup: Any, hardware: Hardware, length: int) -> tuple[int, str]:
+    """``length`` (the model's positions, at most `LONGEST_DEFAULT`), halved (down to 128) until the estimate
+    fits."""
     reason = f"the model's {model.positions:,} positions"
     if length < (model.positions or 0):
         reason += f", capped at {LONGEST_DEFAULT}"

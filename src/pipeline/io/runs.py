@@ -17,7 +17,7 @@ from pipeline.core.plan import Plan
 from pipeline.errors import SpecError
 from pipeline.core.spec import Spec, source_kind
 
-__all__ = ["columns", "find_runs", "flatten", "guard", "is_adapter", "lineage", "run_id", "shown", "spec_document", "write_results", "write_run"]
+__all__ = ["columns", "final_metrics", "find_runs", "flatten", "guard", "is_adapter", "lineage", "run_id", "shown", "spec_document", "write_results", "write_run"]
 
 
 def _plain(value: Any) -> Any:
@@ -184,9 +184,8 @@ def model_card(identity: str, run: Any, folder: Path) -> str:
         origin = plan.provenance.get(key)
         lines.append(f"| {name} | {value} | {origin.source + ': ' + origin.reason if origin else ''} |")
     lines += ["", "## Results", "", "| metric | value |", "|---|---|"]
-    lines += [f"| {k} | {shown(v)} |" for k, v in run.metrics.items()
-              if not any(skip in k for skip in ("runtime", "per_second", "flos", "epoch", "preparation_time"))]
-    model_class = task.saved_class or task.model_class
+    lines += [f"| {k} | {shown(v)} |" for k, v in final_metrics(run.metrics).items()]
+    model_class = task.load_class
     load = (f"model = PeftModel.from_pretrained({model_class}.from_pretrained(\"{base}\", config=AutoConfig."
             f"from_pretrained(folder + \"/base_config.json\")), folder)" if adapter
             else f"model = {model_class}.from_pretrained(folder)")
@@ -217,6 +216,15 @@ def copy_record(source: Path, target: Path) -> None:
         if (source / name).is_file():
             shutil.copy2(source / name, target / name)
     (target / "run.json").write_text(json.dumps({**record, "merged_from": str(source)}, indent=2) + "\n")
+
+
+SKIPPED = ("runtime", "per_second", "epoch", "total_flos", "preparation_time")
+"""Metrics not worth a column: runtimes and counters."""
+
+
+def final_metrics(metrics: Any) -> dict[str, Any]:
+    """The metrics worth a column: losses and the task's or the user's metrics, not `SKIPPED`."""
+    return {k: v for k, v in metrics.items() if not any(s in k for s in SKIPPED)}
 
 
 def columns(rows: list[dict[str, Any]]) -> list[str]:

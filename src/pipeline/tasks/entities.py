@@ -20,7 +20,7 @@ import re
 from typing import Any
 
 from pipeline.errors import DataError
-from pipeline.tasks.task import Kit, Labels, Task, rows
+from pipeline.tasks.task import Kit, Labels, Task, argmax_ids, rows
 
 WORD = re.compile(r"\w+|[^\w\s]")
 """A word of a text given whole: a run of letters and digits, or one other visible character."""
@@ -149,7 +149,7 @@ def _score(labels: Labels | None, rows: Any, encoded: Any, columns: Any) -> tupl
                 "recall": float(recall_score(truth, predicted, zero_division=0)),
                 "f1": float(f1_score(truth, predicted, zero_division=0))}
 
-    return entity_metrics, lambda logits, _: (logits[0] if isinstance(logits, tuple) else logits).argmax(-1)
+    return entity_metrics, argmax_ids
 
 
 def _predict(items: list[Any], kit: Kit) -> list[dict[str, Any]]:

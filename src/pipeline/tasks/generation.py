@@ -23,6 +23,11 @@ def generate(items: list[Any], kit: Kit, prefix: str = "", continues: bool = Tru
     return found
 
 
+def said(prediction: dict[str, Any]) -> str:
+    """A generated text as a line: the input, then what the model wrote."""
+    return f"{shown(prediction)}  ->  {prediction['text']}"
+
+
 TASK = Task(
     name="language-generation",
     model_class="AutoModelForCausalLM",
@@ -37,7 +42,7 @@ TASK = Task(
     collate=lambda library, tokenizer, model, seed: library.DataCollatorForLanguageModeling(tokenizer, mlm=False),
     distill=lambda student, teacher, inputs, kl, problem: masked_vocabulary(student, teacher, inputs, kl, shift=True),
     predict=generate,
-    said=lambda p: f"{shown(p)}  ->  {p['text']}",
+    said=said,
     check=check_texts,
     language_model=True,
     token_loss=True,

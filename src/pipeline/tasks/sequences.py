@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.tasks.generation import generate
-from pipeline.tasks.task import Kit, Task, masked_vocabulary, shown, text_problems, texts
+from pipeline.tasks.generation import generate, said
+from pipeline.tasks.task import Kit, Task, argmax_ids, masked_vocabulary, text_problems, texts
 
 
 def _encode(batch, columns, tokenizer, maxlength, spec, labels, indices):
@@ -23,7 +23,7 @@ def _check(dataset: Any, columns: tuple[str | None, ...], field: str) -> list[st
 def _score(labels: Any, rows: Any, encoded: Any, columns: Any) -> tuple[Any, Any]:
     """The share of target tokens predicted right, teacher-forced; each position's argmax kept, not a
     vocabulary of logits per target token."""
-    return token_accuracy, lambda logits, labels: (logits[0] if isinstance(logits, tuple) else logits).argmax(-1)
+    return token_accuracy, argmax_ids
 
 
 def token_accuracy(prediction: Any) -> dict[str, float]:
@@ -50,7 +50,7 @@ TASK = Task(
     collate=lambda library, tokenizer, model, seed: library.DataCollatorForSeq2Seq(tokenizer, model=model),
     distill=lambda student, teacher, inputs, kl, problem: masked_vocabulary(student, teacher, inputs, kl),
     predict=_predict,
-    said=lambda p: f"{shown(p)}  ->  {p['text']}",
+    said=said,
     check=_check,
     score=_score,
     token_loss=True,

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 from pipeline.errors import DataError
 
-__all__ = ["Kit", "Labels", "Task", "blocks", "check_texts", "encode_blocks", "rows", "shown", "text_problems", "texts"]
+__all__ = ["Kit", "Labels", "Task", "argmax_ids", "blocks", "check_texts", "encode_blocks", "rows", "shown", "text_problems", "texts"]
 
 
 class Kit(Protocol):
@@ -152,6 +152,11 @@ class Task:
     perplexity: bool = False
     """Evaluation reports ``eval_perplexity``, exp of the mean token loss."""
 
+    @property
+    def load_class(self) -> str:
+        """The auto class that loads one saved model of the task: `saved_class`, else `model_class`."""
+        return self.saved_class or self.model_class
+
     def reported(self, validation: bool, own_metrics: bool) -> frozenset[str] | None:
         """The final metrics a run can report, known before it trains: ``train_loss``, and with validation
         data ``eval_loss`` and the task's ``eval_*`` metrics. ``None`` when a ``metrics`` function of the
@@ -256,6 +261,12 @@ def encode_blocks(batch, columns, tokenizer, maxlength, spec, labels, indices):
 def check_texts(dataset: Any, columns: tuple[str | None, ...], field: str) -> list[str]:
     """A language model's `Task.check`: every row of its text column has text."""
     return text_problems(dataset, columns[0], field)
+
+
+def argmax_ids(logits: Any, labels: Any) -> Any:
+    """The Trainer's ``preprocess_logits_for_metrics`` for per-token scores: each position's likeliest id, kept
+    instead of a whole distribution per token."""
+    return (logits[0] if isinstance(logits, tuple) else logits).argmax(-1)
 
 
 def masked_vocabulary(student: Any, teacher: Any, inputs: Mapping[str, Any], kl: Any, shift: bool = False) -> Any:

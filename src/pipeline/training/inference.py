@@ -51,7 +51,6 @@ class Kit:
 
     def __init__(self, model: Any, tokenizer: Any, length: int, document: dict[str, Any]):
         self.model, self.tokenizer, self.length, self.document = model, tokenizer, length, document
-        self.task = TASKS[document["task"]]
 
     def tokenize(self, *texts: Any, **kwargs: Any) -> Any:
         batch = self.tokenizer(*texts, truncation=True, max_length=self.length, return_tensors="pt", **kwargs)
@@ -109,7 +108,7 @@ def evaluate(run: Any, source: Any, task: str | None = None, hardware: Any = Non
     Raises `DataError` for data the run cannot read (missing columns, labels it does not know).
     """
     from pipeline.io.data import encode, problems, read
-    from pipeline.training.sweep import final_metrics
+    from pipeline.io.runs import final_metrics
     from pipeline.training.trainer import Arguments, Trainer, quiet_progress
     from pipeline.errors import DataError
     from pipeline.core.spec import Spec

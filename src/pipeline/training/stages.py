@@ -216,7 +216,7 @@ def _quantization(planned: Any, model_class: Any, name: str, kwargs: dict[str, A
 
 def saved_class(task: str) -> str:
     """The transformers auto class that loads one saved model of ``task`` (token detection: its discriminator)."""
-    return TASKS[task].saved_class or TASKS[task].model_class
+    return TASKS[task].load_class
 
 
 def library() -> Any:

@@ -26,10 +26,10 @@ from pipeline.core.search import Range, parse_range, random_trials, suggest
 from pipeline.core.search import grid as combinations
 from pipeline.core.spec import Spec
 from pipeline.io.files import plan, with_settings
-from pipeline.io.runs import guard, plot_sweep, run_id, spec_document, write_results, write_run
+from pipeline.io.runs import final_metrics, guard, plot_sweep, run_id, spec_document, write_results, write_run
 from pipeline.tasks import TASKS
 
-__all__ = ["final_metrics", "main_process", "sweep", "sweep_folder", "sweep_metric", "train_into"]
+__all__ = ["main_process", "sweep", "sweep_folder", "sweep_metric", "train_into"]
 
 log = logging.getLogger("pipeline")
 
@@ -89,15 +89,6 @@ def sweep_metric(spec: Spec, metric: str | None = None) -> str:
         hint = "" if spec.validation is not None else "; eval_* metrics need validation data (the spec's validation)"
         raise SpecError(f"--metric {metric!r}: runs of {spec.task} report {', '.join(sorted(found))}{hint}")
     return metric
-
-
-SKIPPED = ("runtime", "per_second", "epoch", "total_flos", "preparation_time")
-"""Metrics not worth a column: runtimes and counters."""
-
-
-def final_metrics(metrics: Any) -> dict[str, Any]:
-    """The metrics worth a column: losses and the task's or the user's metrics, not `SKIPPED`."""
-    return {k: v for k, v in metrics.items() if not any(s in k for s in SKIPPED)}
 
 
 def sweep(
