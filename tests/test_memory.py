@@ -1,5 +1,6 @@
 """The memory estimate: arithmetic on hand-worked configs, monotonic properties, fit and advice."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ from hypothesis import strategies as st
 from pipeline import Hardware, Spec, estimate, evolve, plan, profile
 from pipeline.core.memory import shape
 from pipeline.core.memory import GiB, MiB, OVERHEAD, Setup, memory
+from pipeline.testing import questions, sentences, sentiment, tagged_rows
 
 TINY = {  # a Llama-style model small enough to work out on paper
     "model_type": "llama", "vocab_size": 1000, "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
@@ -338,3 +340,32 @@ def test_when_only_cutting_texts_fits_alone_the_other_changes_are_offered_togeth
     whole = [s for s in found if "maxlength" not in s.settings]
     assert len(whole) == 1 and whole[0].why == "these together" and whole[0].total * 1.2 <= 24 * GiB
     assert {"training.gradient_checkpointing", "quantize"} <= set(whole[0].settings)
+
+
+TRAINED = {  # task: (tiny model, rows)
+    "text-classification": ("bert", lambda: [{"text": r["text"], "label": r["label"]} for r in sentiment(8)]),
+    "language-generation": ("llama", lambda: [{"text": t} for t in sentences(8)]),
+    "language-modeling": ("bert", lambda: [{"text": t} for t in sentences(8)]),
+    "question-answering": ("bert", lambda: questions(8)),
+    "sequence-sequence": ("bart", lambda: [{"source": t, "target": t} for t in sentences(8)]),
+    "token-detection": ("electra", lambda: [{"text": t} for t in sentences(8)]),
+    "token-classification": ("bert", lambda: tagged_rows(8)),
+}
+
+
+@pytest.mark.parametrize("task", TRAINED)
+def test_the_plans_trainable_count_is_the_runs(models, task, tmp_path):
+    """The estimate's trainable parameters are the ones the run trains, for every task, with LoRA and without
+    (and QLoRA for one): heads peft trains in full, a pooler LoRA adapts, the data's label count, two models.
+    The labels are read from a data file, as a user gives them."""
+    from pipeline import adapt, load, quantize, start
+
+    name, rows = TRAINED[task]
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows()))
+    for changes in ({"lora": True}, {"lora": False}) + (({"lora": True, "quantize": True},)
+                                                         if task == "text-classification" else ()):
+        spec = Spec(base=models[name], task=task, train=str(tmp_path / "train.jsonl"), maxlength=32, **changes)
+        run = start(spec, Hardware())
+        trained = adapt(quantize(load(run))).parameters.trainable
+        assert (task, changes, run.plan.memory.trainable) == (task, changes, trained)
+        assert plan(spec, Hardware()).memory.trainable == trained  # the public plan counts the same way

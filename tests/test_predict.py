@@ -124,6 +124,34 @@ def test_the_evaluate_command(trained, tmp_path):
     assert json.loads(shown.stdout)["eval_accuracy"] >= 0.9
 
 
+def test_evaluate_reports_each_class_and_the_confusion_matrix(trained, tmp_path):
+    """A classifier's evaluation: per class precision, recall, F1 and support, and the confusion matrix, counted
+    by hand from `predict`'s labels; the command prints both and draws the matrix in the run folder."""
+    from pipeline.training.inference import evaluation
+
+    run, folder = trained["text-classification"]
+    rows = sentiment(40, 7) + [{"text": "the car was great and the hat was awful", "label": "negative"}] * 3
+    metrics, report = evaluation(str(folder), rows)
+    predicted = [p["label"] for p in predict(run, [r["text"] for r in rows])]
+    names = report["confusion"]["labels"]
+    assert names == ["negative", "positive"]
+    counts = [[sum(1 for r, p in zip(rows, predicted) if r["label"] == t and p == q) for q in names] for t in names]
+    assert report["confusion"]["matrix"] == counts and sum(map(sum, counts)) == len(rows)
+    for i, row in enumerate(report["classes"]):
+        hits, said, true = counts[i][i], sum(c[i] for c in counts), sum(counts[i])
+        assert (row["class"], row["support"]) == (names[i], true)
+        assert row["precision"] == pytest.approx(hits / said) and row["recall"] == pytest.approx(hits / true)
+    assert metrics["eval_accuracy"] == pytest.approx(sum(counts[i][i] for i in range(2)) / len(rows))
+
+    data = tmp_path / "held.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    shown = invoke("evaluate", folder, data)
+    assert shown.returncode == 0, shown.stderr
+    assert "per class" in shown.stdout and "confusion (rows: true class, columns: predicted)" in shown.stdout
+    assert (folder / "confusion-held.png").read_bytes()[:4] == b"\x89PNG"
+    assert json.loads(invoke("evaluate", folder, data, "-f", "json").stdout)["confusion"]["matrix"] == counts
+
+
 def test_a_merged_run_folder_is_a_run_folder(trained, tmp_path):
     """`pipeline merge RUN OUT` writes a run folder: predict and evaluate take it as they take the run, and it
     says which run it was merged from."""

@@ -167,3 +167,22 @@ def test_columns_by_role_name_the_data_columns_for_each_role():
 def test_every_spec_field_is_described_in_the_json_schema():
     properties = Spec.model_json_schema()["properties"]
     assert not [name for name, field in properties.items() if not field.get("description")]
+
+
+def test_false_strategies_read_as_no_and_the_plan_says_so():
+    """``save_strategy: false`` (YAML 1.1's ``no``, as Hugging Face configs are written) is accepted for the
+    strategies that have a "no"; the plan derives "no" and its origin says why. ``true`` is still refused."""
+    from pipeline.core.plan import plan
+    from pipeline.io.files import parse_settings
+
+    settings = parse_settings(["training.eval_strategy=false"])
+    spec = Spec(base="m", train=[{"text": "a", "label": 0}] * 2,
+                training={"save_strategy": False, "logging_strategy": False, "eval_strategy": False})
+    assert settings == {"training.eval_strategy": False}
+    made = plan(spec, Hardware())
+    assert made.training_args["save_strategy"] == made.training_args["eval_strategy"] == "no"
+    assert made.training_args["logging_strategy"] == "no"
+    assert "false read as 'no'" in made.provenance["training_args.save_strategy"].reason
+    assert "false read as 'no'" in str(made)
+    with pytest.raises(SpecError, match=r"training\.save_strategy: must be one of 'no'.*\(got True\)"):
+        Spec(base="m", train=[{"text": "a", "label": 0}] * 2, training={"save_strategy": True})

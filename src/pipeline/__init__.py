@@ -13,7 +13,8 @@ from pipeline.core.hardware import PROFILES, Hardware, profile
 from pipeline.core.memory import Memory
 from pipeline.core.plan import Origin, Plan
 from pipeline.core.spec import LORA_DEFAULTS, QUANTIZE_DEFAULTS, TRAINING_DEFAULTS, Spec
-from pipeline.io.files import estimate, load_spec, model_config, plan
+from pipeline.io.files import estimate, load_spec, model_config
+from pipeline.training.count import plan
 from pipeline.tasks import TASKS
 from pipeline.training.detect import detect
 from pipeline.training.inference import evaluate, predict

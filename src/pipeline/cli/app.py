@@ -19,7 +19,7 @@ import typer
 from pipeline.core.plan import Plan
 from pipeline.errors import Interrupted, PipelineError, SpecError
 from pipeline.io.files import load_spec, parse_settings
-from pipeline.io.files import plan as planned
+from pipeline.training.count import plan as planned
 from pipeline.core.hardware import PROFILES, Hardware, profile
 from pipeline.training.detect import detect
 from pipeline.io.runs import columns, flatten
@@ -336,15 +336,30 @@ def evaluate(
     data: Annotated[Path, typer.Argument(help="a data file with the columns the run trained on")],
     format: Annotated[Listing, typer.Option("--format", "-f", help="text or json")] = Listing.text,
 ) -> None:
-    """The task's metrics of a trained run on another data file (loss, accuracy and F1, perplexity, ...)."""
-    from pipeline.training.inference import evaluate as evaluate_run
+    """The task's metrics of a trained run on another data file (loss, accuracy and F1, perplexity, ...);
+    for a classifier also precision, recall and F1 per class and the confusion matrix (a PNG in the run folder)."""
+    from pipeline.io.runs import plot_confusion
+    from pipeline.training.inference import evaluation
 
     _logging(quiet=True)
-    metrics = _final(evaluate_run(run, str(data.absolute())))
+    metrics, report = evaluation(run, str(data.absolute()))
+    metrics = _final(metrics)
+    picture = run / f"confusion-{data.stem}.png" if report and run.is_dir() and os.access(run, os.W_OK) else None
+    if picture is not None:
+        plot_confusion(report["confusion"], picture, f"{run.name} on {data.name}")
     if format is Listing.json:
-        typer.echo(json.dumps(metrics, indent=2))
-    else:
-        typer.echo(_table([(k, _number(v)) for k, v in metrics.items()], ("metric", "value")))
+        typer.echo(json.dumps(metrics | (report or {}), indent=2))
+        return
+    typer.echo(_table([(k, _number(v)) for k, v in metrics.items()], ("metric", "value")))
+    if report:
+        names = ("class", "precision", "recall", "f1", "support")
+        typer.echo("\nper class\n" + _table([tuple(_number(row[n]) for n in names) for row in report["classes"]], names))
+        confusion = report["confusion"]
+        rows = [(name, *counts) for name, counts in zip(confusion["labels"], confusion["matrix"])]
+        typer.echo("\nconfusion (rows: true class, columns: predicted)\n"
+                   + _table(rows, ("true \\ predicted", *confusion["labels"])))
+        if picture:
+            typer.echo(f"\nconfusion matrix drawn in {picture}")
 
 
 @app.command()

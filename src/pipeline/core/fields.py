@@ -63,6 +63,9 @@ TRAINING_TYPES = {
     ),
 }
 
+# Strategies with a "no": YAML 1.1 (Hugging Face configs, PyYAML's default) reads ``no`` as false, so false means "no".
+FALSE_MEANS_NO = ("logging_strategy", "eval_strategy", "save_strategy")
+
 TRAINING_CHOICES = {
     "lr_scheduler_type": ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
                           "inverse_sqrt", "reduce_lr_on_plateau", "cosine_with_min_lr", "cosine_warmup_with_min_lr",

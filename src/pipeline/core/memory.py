@@ -229,6 +229,9 @@ class Setup:
     """LoRA's dropout: above 0 each adapted linear keeps a one-byte mask of its input."""
     teacher: Shape | None = None
     """A frozen teacher run beside the model (knowledge distillation), loaded in ``dtype`` too."""
+    trainable: int | None = None
+    """Trainable parameters of all the models together, counted on the meta device by the shell (what the run
+    reports); ``None``: from the formula (blocks, adapted linears, the task's head)."""
 
 
 class Memory(Frozen):
@@ -243,6 +246,8 @@ class Memory(Frozen):
     inputs: FrozenMapping
     available: int | None = None
     suggestions: tuple[Suggestion, ...] = ()
+    trainable: int = 0
+    """Trainable parameters, all models together: what the gradients and optimizer parts count."""
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -436,14 +441,14 @@ def memory(model: Shape, setup: Setup, available: int | None = None) -> Memory:
     ``available``: bytes the process may use (from `Hardware`); suggestions are made
     when the estimate exceeds it or leaves less than `HEADROOM` (tight).
     """
-    parts, inputs = _parts(model, setup)
-    estimate = Memory(parts=parts, inputs=inputs, available=available)
+    parts, inputs, trainable = _parts(model, setup)
+    estimate = Memory(parts=parts, inputs=inputs, available=available, trainable=trainable)
     if estimate.fits is False or estimate.tight:
-        estimate = Memory(parts=parts, inputs=inputs, available=available, suggestions=_suggest(model, setup, available))
+        estimate = estimate.model_copy(update={"suggestions": _suggest(model, setup, available)})
     return estimate
 
 
-def _parts(model: Shape, setup: Setup) -> tuple[dict[str, int], dict[str, str]]:
+def _parts(model: Shape, setup: Setup) -> tuple[dict[str, int], dict[str, str], int]:
     dtype, size = _dtype(model, setup)
     tokens = setup.batch * setup.tokens
     blocks, other, head = _counts(model, setup)
@@ -470,8 +475,12 @@ def _parts(model: Shape, setup: Setup) -> tuple[dict[str, int], dict[str, str]]:
         trainable, adapters, grad_size = parameters, 0, size
         inputs["adapters"] = "no LoRA"
         matrices = list(model.linears().values())
+    counted = ""
+    if setup.trainable is not None:  # the model's own count: heads, biases and norms as the architecture has them
+        trainable, counted = setup.trainable // setup.models, " (counted)"
+        adapters = trainable * 4 if setup.lora_r else 0
     gradients = trainable * grad_size
-    inputs["gradients"] = f"{trainable:,} trainable x {grad_size} bytes"
+    inputs["gradients"] = f"{trainable:,} trainable{counted} x {grad_size} bytes"
     optimizer, inputs["optimizer"] = _optimizer_bytes(setup, trainable, matrices, grad_size)
     activations, inputs["activations"] = _activations(model, setup, tokens)
     if setup.lora_r and setup.lora_dropout:
@@ -499,7 +508,7 @@ def _parts(model: Shape, setup: Setup) -> tuple[dict[str, int], dict[str, str]]:
         inputs["overhead"] += f"; the rest x {setup.models} models trained together"
     if setup.teacher is not None:
         parts["teacher"], inputs["teacher"] = _teacher(setup.teacher, setup, tokens)
-    return parts, inputs
+    return parts, inputs, trainable * setup.models
 
 
 def _dtype(model: Shape, setup: Setup) -> tuple[str, int]:
@@ -572,10 +581,11 @@ def _suggest(model: Shape, setup: Setup, available: int) -> tuple[Suggestion, ..
             break
     if setup.device == "cuda" and not setup.quantized_bits:
         settings = {"quantize": True} if setup.lora_r else {"lora": True, "quantize": True}
-        options.append((settings, {"quantized_bits": 4, "double_quant": True, "lora_r": setup.lora_r or 16},
+        options.append((settings, {"quantized_bits": 4, "double_quant": True, "lora_r": setup.lora_r or 16,
+                                   "trainable": setup.trainable if setup.lora_r else None},
                         "QLoRA: 4-bit base weights"))
     elif not setup.lora_r:
-        options.append(({"lora": True}, {"lora_r": 16}, "train adapters only: no gradients or optimizer state for the base"))
+        options.append(({"lora": True}, {"lora_r": 16, "trainable": None}, "train adapters only: no gradients or optimizer state for the base"))
     length = setup.tokens
     while length > 64:
         length //= 2

@@ -11,6 +11,7 @@ from dataclasses import replace
 from typing import Any, Literal
 
 from pipeline.core.frozen import Frozen, FrozenDict, FrozenMapping
+from pipeline.core.fields import FALSE_MEANS_NO
 from pipeline.errors import HardwareError, SpecError
 from pipeline.core.hardware import Hardware
 from pipeline.core.memory import Memory, Setup, Shape, memory, roomy, shape
@@ -51,6 +52,7 @@ def training_kwargs(spec: Spec, hardware: Hardware) -> Derived:
     `SpecError` for saving asked for without an ``output_dir``.
     """
     rule = TASKS[spec.task]
+    user = {key: "no" if value is False and key in FALSE_MEANS_NO else value for key, value in spec.training.items()}
     device = "an accelerator is present" if hardware.accelerator else "no CUDA, MPS or XPU on this machine"
     layers: list[Layer] = [
         ("seed", "seed default", TRAINING_DEFAULTS),
@@ -73,11 +75,13 @@ def training_kwargs(spec: Spec, hardware: Hardware) -> Derived:
             # One loss per example: averaging "tokens" across processes would scale it by the world size.
             distributed["average_tokens_across_devices"] = False
         layers.append(("hardware", f"{hardware.processes} training processes (DDP)", distributed))
-    if spec.training.get("save_strategy", "no") not in ("no", None):
+    if user.get("save_strategy", "no") not in ("no", None):
         layers.append(("pipeline", "checkpoints kept: the latest two, so one is complete while the next is written "
                        "(with load_best_model_at_end the best besides)", {"save_total_limit": 2}))
-    layers.append(("user", "training", spec.training))
+    layers.append(("user", "training", user))
     kwargs, origins = _layered(*layers)
+    for key in (k for k, value in spec.training.items() if value is False and k in FALSE_MEANS_NO):
+        origins[key] = Origin(source="user", reason="training: false read as 'no' (YAML 1.1 reads `no` as false)")
     if not kwargs.get("output_dir"):
         origins["output_dir"] = Origin(
             source=origins["output_dir"].source,
@@ -103,11 +107,11 @@ def training_kwargs(spec: Spec, hardware: Hardware) -> Derived:
             f"{kwargs['save_strategy']!r} and no output_dir); set training.output_dir"
         )
     evaluates = [k for k in ("eval_strategy", "eval_on_start", "load_best_model_at_end", "do_eval")
-                 if k in spec.training and spec.training[k] not in (False, "no", None)]
+                 if k in user and user[k] not in (False, "no", None)]
     if evaluates and spec.validation is None:
         spec_problems.append(
             f"training.{evaluates[0]}: evaluation needs validation data, and the spec has none "
-            f"(got {evaluates[0]}={spec.training[evaluates[0]]!r}); add validation: FILE, or remove it"
+            f"(got {evaluates[0]}={user[evaluates[0]]!r}); add validation: FILE, or remove it"
         )
     if kwargs.get("load_best_model_at_end") and spec.validation is not None:
         evaluation, saving = kwargs.get("eval_strategy", "no"), kwargs.get("save_strategy", "no")
@@ -288,14 +292,19 @@ class Plan(Frozen):
 
 
 def plan(
-    spec: Spec, hardware: Hardware, config: Mapping[str, Any] | None = None, teacher: Mapping[str, Any] | None = None
+    spec: Spec,
+    hardware: Hardware,
+    config: Mapping[str, Any] | None = None,
+    teacher: Mapping[str, Any] | None = None,
+    trainable: int | None = None,
 ) -> Plan:
     """The exact configs ``spec`` runs with on ``hardware``, every value with its origin.
 
     ``config``: the base model's ``config.json`` as a dict (`files.model_config` reads
     it); with it the plan also holds the default ``maxlength`` and the memory estimate
-    (which counts the teacher when its ``config.json`` is given as ``teacher``).
-    Pure and cheap: no torch import, no I/O. Raises `HardwareError` or `SpecError`
+    (which counts the teacher when its ``config.json`` is given as ``teacher``). ``trainable``: the
+    trainable parameters as the shell counted them on the model itself (`training.count`), which the
+    estimate then takes instead of its formula's. Pure and cheap: no torch import, no I/O. Raises `HardwareError` or `SpecError`
     (with every problem found) for what cannot run there.
     """
     rule = TASKS[spec.task]
@@ -328,7 +337,7 @@ def plan(
     dtype = _dtype(spec, lora, quantization, provenance)
     distillation = _distillation(spec, "4-bit" if quantization else dtype, provenance, notes)
     maxlength, estimate = _length_and_memory(
-        spec, hardware, (config, teacher), (training, quantization, lora, dtype), provenance, notes
+        spec, hardware, (config, teacher), (training, quantization, lora, dtype), provenance, notes, trainable
     )
     lean = _lean_memory(spec, hardware, estimate, provenance)
     notes += _engines(training, hardware, estimate is not None)
@@ -443,6 +452,7 @@ def _length_and_memory(
     configs: tuple[Mapping[str, Any], Mapping[str, Any] | None, Mapping[str, Any] | None, str],
     provenance: dict[str, Origin],
     notes: list[str],
+    trainable: int | None = None,
 ) -> tuple[int | None, Memory | None]:
     """``maxlength`` (the spec's, or a default from the model's config that fits) and the memory estimate."""
     maxlength = spec.maxlength
@@ -458,7 +468,7 @@ def _length_and_memory(
     training = configs[0]
 
     def setup(length: int) -> Setup:
-        return replace(_setup(spec, hardware, model, *configs, length), teacher=teacher)
+        return replace(_setup(spec, hardware, model, *configs, length), teacher=teacher, trainable=trainable)
 
     if maxlength is None and model.positions:
         full = min(model.positions, LONGEST_DEFAULT)

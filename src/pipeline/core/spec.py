@@ -102,6 +102,8 @@ def _training_value(key: str, value: Any) -> str | None:
     number = isinstance(value, (int, float)) and not isinstance(value, bool)
     rule = TRAINING_RANGES.get(key)
     fix = f"; use e.g. {key}: {rule[4]}" if rule else ""
+    if value is False and key in _fields.FALSE_MEANS_NO:
+        return None  # YAML 1.1's `no`: the plan reads it as "no" and says so
     if base == "bool" and not isinstance(value, bool):
         return f"must be true or false (got {value!r})"
     if base == "int" and not (isinstance(value, int) and not isinstance(value, bool)):

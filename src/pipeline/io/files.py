@@ -184,13 +184,15 @@ def model_config(base: Any) -> dict[str, Any] | None:
     return config if isinstance(config, dict) else None
 
 
-def plan(spec: Spec, hardware: Any, config: dict[str, Any] | None = None, teacher: dict[str, Any] | None = None) -> Any:
+def plan(spec: Spec, hardware: Any, config: dict[str, Any] | None = None, teacher: dict[str, Any] | None = None,
+         trainable: int | None = None) -> Any:
     """`core.plan.plan` with the ``config.json`` of the base model and of the teacher read where they are not
-    given: the plan `start` runs with, default ``maxlength`` and memory estimate included. No torch."""
+    given: default ``maxlength`` and memory estimate included. No torch: the trainable parameters are the
+    formula's unless counted (``trainable``; `pipeline.plan` and `start` count them on the model)."""
     from pipeline.core.plan import plan as derive
 
     return derive(spec, hardware, config if config is not None else model_config(spec.base),
-                  teacher if teacher is not None else model_config(spec.teacher))
+                  teacher if teacher is not None else model_config(spec.teacher), trainable)
 
 
 def estimate(spec: Spec, hardware: Any, config: dict[str, Any] | None = None) -> Any:

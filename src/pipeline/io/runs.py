@@ -340,6 +340,25 @@ def plot_losses(history: list[dict[str, Any]], path: Path, title: str) -> None:
     _save(plt, figure, path)
 
 
+def plot_confusion(confusion: dict[str, Any], path: Path, title: str) -> None:
+    """A confusion matrix (rows: the true class, columns: the predicted one) as a PNG, each cell's count
+    written on it."""
+    plt = _pyplot()
+    names, matrix = confusion["labels"], confusion["matrix"]
+    side = 2.5 + 0.5 * len(names)
+    figure, axes = plt.subplots(figsize=(side + 1, side), dpi=100)
+    image = axes.imshow(matrix, cmap="Blues")
+    figure.colorbar(image, ax=axes)
+    top = max((max(row) for row in matrix), default=0)
+    for i, row in enumerate(matrix):
+        for j, count in enumerate(row):
+            axes.text(j, i, str(count), ha="center", va="center", color="white" if count > top / 2 else "black")
+    axes.set_xticks(range(len(names)), names, rotation=45 if len(names) > 4 else 0, ha="right" if len(names) > 4 else "center")
+    axes.set_yticks(range(len(names)), names)
+    axes.set(xlabel="predicted", ylabel="true", title=title)
+    _save(plt, figure, path)
+
+
 def _tidy(axes: Any, **labels: str) -> None:
     axes.set(**labels)
     axes.grid(alpha=0.3)

@@ -116,6 +116,22 @@ def _single_label(prediction: Any) -> dict[str, float]:
             "macro_f1": float(f1_score(truth, predicted, average="macro", zero_division=0))}
 
 
+def _report(labels: Labels | None, prediction: Any) -> dict[str, Any] | None:
+    """Precision, recall, F1 and support per class, and the confusion matrix (rows: the true class, columns:
+    the predicted one), for single-label classes."""
+    if labels is not None and labels.problem_type:
+        return None
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+    ids = list(range(prediction.predictions.shape[-1]))
+    names = [labels.name(i) if labels else str(i) for i in ids]
+    predicted, truth = prediction.predictions.argmax(-1), prediction.label_ids
+    precision, recall, f1, support = precision_recall_fscore_support(truth, predicted, labels=ids, zero_division=0)
+    rows = [{"class": name, "precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+            for name, p, r, f, s in zip(names, precision, recall, f1, support)]
+    return {"classes": rows, "confusion": {"labels": names, "matrix": confusion_matrix(truth, predicted, labels=ids).tolist()}}
+
+
 def _multi_label(prediction: Any) -> dict[str, float]:
     from sklearn.metrics import f1_score
 
@@ -166,6 +182,7 @@ TASK = Task(
     predict=_predict,
     check=_check,
     score=_score,
+    report=_report,
     read_labels=read_labels,
     said=lambda p: (f"{p['label']} ({p['score']:.2f})  {shown(p)}" if "label" in p
                     else f"{', '.join(p['labels']) or '(none)'}  {shown(p)}" if "labels" in p

@@ -115,6 +115,9 @@ class Task:
     score: Callable[..., tuple[Callable[[Any], dict[str, float]] | None, Callable[[Any, Any], Any] | None]] = _loss_alone
     """``(labels, rows, encoded, columns) -> (compute_metrics, preprocess_logits_for_metrics)`` for the
     Trainer, from the evaluation ``rows`` and their ``encoded`` features (in evaluation order)."""
+    report: Callable[[Labels | None, Any], dict[str, Any] | None] | None = None
+    """``(labels, prediction) -> {"classes": [per-class rows], "confusion": {"labels", "matrix"}}`` from the
+    Trainer's predictions, for `pipeline evaluate` (``None`` where it has none for these labels)."""
     read_labels: Callable[..., Labels] | None = None
     """``(values, field, where) -> Labels`` from the label column's values; ``None``: no label column."""
     load: Callable[..., Any] | None = None

@@ -107,6 +107,13 @@ def evaluate(run: Any, source: Any, task: str | None = None, hardware: Any = Non
 
     Raises `DataError` for data the run cannot read (missing columns, labels it does not know).
     """
+    return evaluation(run, source, task, hardware)[0]
+
+
+def evaluation(run: Any, source: Any, task: str | None = None, hardware: Any = None
+               ) -> tuple[dict[str, float], dict[str, Any] | None]:
+    """`evaluate`'s metrics, and the task's report where it has one (a classifier: precision, recall and F1
+    per class, and the confusion matrix; see `Task.report`)."""
     from pipeline.io.data import encode, problems, read
     from pipeline.io.runs import final_metrics
     from pipeline.training.trainer import Arguments, Trainer, quiet_progress
@@ -131,8 +138,13 @@ def evaluate(run: Any, source: Any, task: str | None = None, hardware: Any = Non
     trainer = Trainer(model=model, args=args, data_collator=collator(task, tokenizer, model),
                       processing_class=tokenizer, **scores)
     quiet_progress(trainer)
-    metrics = trainer.evaluate(encoded)
-    return final_metrics(metrics | TASKS[task].after_evaluation(metrics))  # no runtimes, epoch or counters
+    report = None
+    if TASKS[task].report:  # the predictions too: one pass gives the metrics and the report
+        prediction = trainer.predict(encoded, metric_key_prefix="eval")
+        metrics, report = prediction.metrics, TASKS[task].report(labels, prediction)
+    else:
+        metrics = trainer.evaluate(encoded)
+    return final_metrics(metrics | TASKS[task].after_evaluation(metrics)), report  # no runtimes, epoch or counters
 
 
 def _labels(config: Any, dataset: Any, spec: Any, found: list[str]) -> tuple[Any, Any]:

@@ -94,7 +94,7 @@ def _take(run: Run, stage: str) -> None:
 def start(spec: Spec, hardware: Hardware | None = None, callbacks: tuple[Any, ...] = ()) -> Run:
     """A `Run` for ``spec``, planned for ``hardware`` (default: this machine, via `detect`), with Trainer
     ``callbacks`` of your own."""
-    from pipeline.io.files import plan as planned
+    from pipeline.training.count import plan as planned
 
     hardware = hardware if hardware is not None else detect()
     return Run(spec=spec, hardware=hardware, plan=planned(spec, hardware), callbacks=tuple(callbacks))

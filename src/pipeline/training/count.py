@@ -1,0 +1,86 @@
+"""The trainable parameters of a spec's model, counted on the model itself before anything loads.
+
+The memory estimate's formula knows blocks and adapted linears; what else trains (a pooler LoRA adapts,
+a head peft trains in full, the label count, a second model) is the architecture's. So the shell builds
+the class the run loads from its ``config.json`` on the meta device (no weights read, no memory taken),
+wraps it with the plan's LoRA config as `adapt` does, and counts: the plan's number is the run's.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from pipeline.core.frozen import thaw
+from pipeline.core.hardware import Hardware
+from pipeline.core.plan import Plan, lora_kwargs
+from pipeline.core.spec import Spec
+from pipeline.tasks import TASKS
+from pipeline.training.hush import hushed
+
+log = logging.getLogger(__name__)
+
+
+def trainable(spec: Spec) -> int | None:
+    """Trainable parameters of the model ``spec`` trains, all its models together, or ``None`` where they
+    cannot be counted before loading (a model passed in, no readable config, data whose labels do not read:
+    preflight reports those)."""
+    from pipeline.io.files import model_config
+
+    if not isinstance(spec.base, str) or model_config(spec.base) is None:  # nothing to build it from: no torch
+        return None
+    return _counted(spec)
+
+
+@hushed()  # importing peft: bitsandbytes' optional-kernel line
+def _counted(spec: Spec) -> int | None:
+    import torch
+    import transformers
+
+    from pipeline.training.stages import _count, _each, library
+
+    try:
+        labels = _labels(spec)
+        kwargs = labels.config() if labels else {}
+
+        def skeleton(model_class: Any, name: str, kwargs: dict[str, Any]) -> Any:
+            config = transformers.AutoConfig.from_pretrained(name, **kwargs)
+            with torch.device("meta"):
+                return model_class.from_config(config)
+
+        task = TASKS[spec.task]
+        if task.load:
+            model = task.load(skeleton, library(), spec, kwargs)
+        else:
+            model = skeleton(getattr(library(), task.model_class), spec.base, kwargs)
+        lora = lora_kwargs(spec)[0]
+        if lora:
+            from peft import LoraConfig, get_peft_model
+
+            model = _each(model, lambda part: get_peft_model(part, LoraConfig(**thaw(lora))))
+        return _count(model).trainable
+    except Exception as e:  # no config, an unknown architecture, unreadable data: preflight says which, later
+        log.debug("parameters not counted before loading: %s", e)
+        return None
+
+
+def _labels(spec: Spec) -> Any:
+    """The labels the run will read from the data (the head's size), for tasks that have them."""
+    if TASKS[spec.task].read_labels is None:
+        return None
+    from pipeline.io import data
+
+    read = {field: data.read(getattr(spec, field), field) for field in ("train", "validation")
+            if getattr(spec, field) is not None}
+    if any(data.problems(dataset, spec, field) for field, dataset in read.items()):
+        return None
+    return data.labels(read, spec)
+
+
+def plan(spec: Spec, hardware: Hardware, config: dict[str, Any] | None = None,
+         teacher: dict[str, Any] | None = None) -> Plan:
+    """The plan `start` runs with: `pipeline.io.files.plan`, with the trainable parameters counted on the
+    model (when ``config`` is not given: a config passed in stands for a model that may not exist)."""
+    from pipeline.io.files import plan as planned
+
+    return planned(spec, hardware, config, teacher, trainable(spec) if config is None else None)
