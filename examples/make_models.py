@@ -12,7 +12,7 @@ from pipeline.testing import tiny_models, truncated
 
 def main() -> Path:
     folder = Path(__file__).parent / "models"
-    if not (folder / "bert" / "config.json").is_file():
+    if not all((folder / name / "config.json").is_file() for name in ("bert", "chat")):
         tiny_models(folder)
     minilm = folder / "minilm"
     if not minilm.exists():

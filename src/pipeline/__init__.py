@@ -14,7 +14,7 @@ from pipeline.core.memory import Memory
 from pipeline.core.plan import Origin, Plan
 from pipeline.core.spec import LORA_DEFAULTS, QUANTIZE_DEFAULTS, TRAINING_DEFAULTS, Spec
 from pipeline.io.files import estimate, load_spec, model_config
-from pipeline.training.count import plan
+from pipeline.training.planning import plan
 from pipeline.tasks import TASKS
 from pipeline.training.detect import detect
 from pipeline.training.inference import evaluate, predict

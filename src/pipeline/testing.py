@@ -1,6 +1,6 @@
 """Tiny real models and toy data, built offline: for tests, examples and trying things out.
 
-``tiny_models(folder)`` writes small random BERT, Llama, BART and ELECTRA models with
+``tiny_models(folder)`` writes small random BERT, Llama (two: one with chat markers), BART and ELECTRA models with
 tokenizers trained on the toy corpus; each trains in about a second on a CPU.
 """
 
@@ -10,7 +10,7 @@ import random
 from pathlib import Path
 from typing import Any
 
-__all__ = ["questions", "sentences", "sentiment", "truncated", "tiny_models"]
+__all__ = ["conversations", "questions", "sentences", "sentiment", "truncated", "tiny_models"]
 
 COLORS = ["red", "blue", "green", "black", "white", "yellow"]
 THINGS = ["car", "house", "door", "ball", "hat", "boat"]
@@ -87,6 +87,27 @@ def spanned_rows(n: int, seed: int = 0) -> list[dict[str, Any]]:
     return found
 
 
+def conversations(n: int, seed: int = 0) -> list[dict[str, Any]]:
+    """Chat rows (``messages``): the user says the colors of one or two things and asks for one; the
+    assistant answers ``"<color> ."``; with two, a second turn asks for the other (``and the hat ?``). A
+    third of them start with a system prompt. The answer is in the conversation: a pattern, not a fact."""
+    rnd = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        first, second = rnd.sample(THINGS, 2)
+        colors = [rnd.choice(COLORS), rnd.choice(COLORS)]
+        two = rnd.random() < 0.5
+        told = f"the {first} is {colors[0]}" + (f" and the {second} is {colors[1]}" if two else "")
+        messages = [{"role": "system", "content": "answer in a few words ."}] if rnd.random() < 1 / 3 else []
+        messages += [{"role": "user", "content": f"{told} . what color is the {first} ?"},
+                     {"role": "assistant", "content": f"{colors[0]} ."}]
+        if two:
+            messages += [{"role": "user", "content": f"and the {second} ?"},
+                         {"role": "assistant", "content": f"{colors[1]} ."}]
+        rows.append({"messages": messages})
+    return rows
+
+
 def _corpus() -> list[str]:
     return (
         sentences(300)
@@ -117,17 +138,22 @@ def _wordpiece(path: Path) -> Any:
     return fast
 
 
-def _bpe(path: Path, *, pad: bool, wrap: bool) -> Any:
+CHAT_TOKENS = ("<|im_start|>", "<|im_end|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>", "[INST]", "[/INST]")
+"""The markers of the built-in chat templates, single tokens in the tiny chat model's vocabulary."""
+
+
+def _bpe(path: Path, *, pad: bool, wrap: bool, chat: bool = False) -> Any:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
-    specials = ["<s>", "</s>", "<pad>", "<unk>", "<mask>"]
+    specials = ["<s>", "</s>", "<pad>", "<unk>", "<mask>", *(CHAT_TOKENS if chat else ())]
     trainer = trainers.BpeTrainer(
         vocab_size=300, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
     )
-    tok.train_from_iterator(_corpus(), trainer)
+    talk = [m["content"] for row in conversations(300) for m in row["messages"]] if chat else []
+    tok.train_from_iterator(_corpus() + talk, trainer)
     tok.decoder = decoders.ByteLevel()
     if wrap:
         bos, eos = tok.token_to_id("<s>"), tok.token_to_id("</s>")
@@ -138,6 +164,10 @@ def _bpe(path: Path, *, pad: bool, wrap: bool) -> Any:
         tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>", mask_token="<mask>",
         pad_token="<pad>" if pad else None, model_max_length=128, model_input_names=["input_ids", "attention_mask"],
     )
+    if chat:
+        from pipeline.tasks.chat import TEMPLATES
+
+        fast.chat_template = TEMPLATES["chatml"]
     fast.save_pretrained(path)
     return fast
 
@@ -146,7 +176,8 @@ def tiny_models(folder: str | Path) -> dict[str, str]:
     """Write tiny random models into ``folder``; returns their paths by name.
 
     ``bert`` (pre-training heads, for classification, masked LM and QA), ``llama``
-    (causal LM, a tokenizer without a pad token), ``bart`` (seq2seq), ``electra``
+    (causal LM, a tokenizer without a pad token), ``chat`` (causal LM whose tokenizer has the chat
+    templates' markers and a ChatML template), ``bart`` (seq2seq), ``electra``
     (discriminator, with its generator in ``electra/generator``). Hidden size 64: the
     smallest width bitsandbytes 4-bit runs on a CPU.
     """
@@ -165,7 +196,7 @@ def tiny_models(folder: str | Path) -> dict[str, str]:
 
     set_seed(0)
     root = Path(folder)
-    paths = {name: root / name for name in ("bert", "llama", "bart", "electra")}
+    paths = {name: root / name for name in ("bert", "llama", "bart", "electra", "chat")}
     small = dict(
         hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128, max_position_embeddings=128
     )
@@ -181,6 +212,12 @@ def tiny_models(folder: str | Path) -> dict[str, str]:
     LlamaForCausalLM(
         LlamaConfig(vocab_size=len(causal), bos_token_id=causal.bos_token_id, eos_token_id=causal.eos_token_id, **small)
     ).save_pretrained(paths["llama"])
+
+    chat = _bpe(paths["chat"], pad=True, wrap=False, chat=True)
+    LlamaForCausalLM(
+        LlamaConfig(vocab_size=len(chat), bos_token_id=chat.bos_token_id, eos_token_id=chat.eos_token_id,
+                    pad_token_id=chat.pad_token_id, **small)
+    ).save_pretrained(paths["chat"])
 
     s2s = _bpe(paths["bart"], pad=True, wrap=True)
     ids = dict(pad_token_id=s2s.pad_token_id, bos_token_id=s2s.bos_token_id, eos_token_id=s2s.eos_token_id)

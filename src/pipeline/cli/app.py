@@ -19,7 +19,7 @@ import typer
 from pipeline.core.plan import Plan
 from pipeline.errors import Interrupted, PipelineError, SpecError
 from pipeline.io.files import load_spec, parse_settings
-from pipeline.training.count import plan as planned
+from pipeline.training.planning import plan as planned
 from pipeline.core.hardware import PROFILES, Hardware, profile
 from pipeline.training.detect import detect
 from pipeline.io.runs import columns, flatten
@@ -310,8 +310,12 @@ def predict(
     file: Annotated[Path | None, typer.Option("--file", help="inputs: a text per line, or JSON lines with the task's columns")] = None,
     context: Annotated[str | None, typer.Option("--context", help="question answering: the context the questions ask about")] = None,
     format: Annotated[Listing, typer.Option("--format", "-f", help="text, or json: one JSON object per line")] = Listing.text,
+    max_new_tokens: Annotated[int | None, typer.Option(help="generating tasks: new tokens at most")] = None,
+    sample: Annotated[bool, typer.Option("--sample", help="generating tasks: sample instead of greedy")] = False,
+    temperature: Annotated[float | None, typer.Option(help="with --sample: the softmax temperature")] = None,
+    top_p: Annotated[float | None, typer.Option(help="with --sample: nucleus sampling's probability mass")] = None,
 ) -> None:
-    """Try a trained run on a few inputs: labels with scores, generated text, answers, mask fills."""
+    """Try a trained run on a few inputs: labels with scores, generated text, chat replies, answers, mask fills."""
     from pipeline.training.inference import predict as predict_all
     from pipeline.training.inference import read_inputs, run_task
 
@@ -326,7 +330,11 @@ def predict(
         inputs += read_inputs(file, task)
     if not inputs:
         raise SpecError("predict: no inputs; give texts after the run folder, or --file FILE")
-    for prediction in predict_all(run, inputs, task):
+    if (temperature is not None or top_p is not None) and not sample:
+        raise SpecError("predict: --temperature and --top-p shape sampling; add --sample (greedy by default)")
+    options = {"max_new_tokens": max_new_tokens, "do_sample": sample or None, "temperature": temperature, "top_p": top_p}
+    generation = {key: value for key, value in options.items() if value is not None}
+    for prediction in predict_all(run, inputs, task, generation=generation):
         typer.echo(json.dumps(prediction, default=str) if format is Listing.json else TASKS[task].said(prediction))
 
 

@@ -121,6 +121,12 @@ def training_kwargs(spec: Spec, hardware: Hardware) -> Derived:
                 f"evaluates (got eval_strategy={evaluation!r}, save_strategy={saving!r}, output_dir="
                 f"{kwargs.get('output_dir')!r}); set save_strategy: {evaluation} and an output_dir"
             )
+    if spec.packing and kwargs.get("use_cache"):
+        # transformers keeps packed examples apart (a mask from the restarting position ids) only without a cache
+        spec_problems.append(
+            "training.use_cache: packing needs it off (got use_cache=True): with a KV cache transformers does not "
+            "keep packed conversations apart, and each attends to those before it; remove use_cache"
+        )
     if spec.checkpoint is True and not kwargs.get("output_dir"):
         spec_problems.append(
             "checkpoint: true resumes from the latest checkpoint in training.output_dir, which is not set; "
@@ -221,7 +227,7 @@ def _ignored(spec: Spec) -> list[str]:
     rule = TASKS[spec.task]
     return [
         f"{field}: ignored, {spec.task} does not use it"
-        for field in ("merge", "prefix", "stride", "generator")
+        for field in ("merge", "prefix", "stride", "generator", "template", "train_on", "truncation", "packing")
         if field in spec.model_fields_set and field not in rule.fields
     ]
 
@@ -259,6 +265,11 @@ class Plan(Frozen):
     """CPU: freed activations go back to the OS (lower peak, slower steps); see `Spec.lean_memory`."""
     memory: Memory | None = None
     """The estimated peak memory, when the model's config was given to `plan`."""
+    chat: FrozenMapping | None = None
+    """chat: the template, the tokens in the loss, the truncation rule and packing."""
+    data: tuple[str, ...] = ()
+    """What the data gives training, counted by the shell with the tokenizer (`training.planning`; chat:
+    conversations, trained tokens and their share, answers cut, end-of-turn markers trained)."""
     notes: tuple[str, ...] = ()
 
     def __str__(self) -> str:
@@ -268,7 +279,7 @@ class Plan(Frozen):
             if value is not None:
                 origin = self.provenance.get(key)
                 rows.append((key, str(value), f"{origin.source}: {origin.reason}" if origin else "task"))
-        sections = ("training_args", "quantization", "lora") + (("distillation",) if self.distillation else ())
+        sections = ("training_args", "quantization", "lora") + tuple(s for s in ("distillation", "chat") if getattr(self, s))
         for section in sections:
             values = getattr(self, section)
             if values is None:
@@ -287,6 +298,7 @@ class Plan(Frozen):
                 lines.append(f"  {name:<{width}}  {value}")
                 lines.append(f"  {'':<{width}}  {'':<{value_width}}  {why}".rstrip())
         lines += self.memory.lines() if self.memory else ["memory  no estimate (the model's config.json was not read)"]
+        lines += ["data:"] + [f"  {line}" for line in self.data] if self.data else []
         lines += ["notes:"] + [f"  - {note}" for note in self.notes] if self.notes else []
         return "\n".join(lines)
 
@@ -303,7 +315,7 @@ def plan(
     ``config``: the base model's ``config.json`` as a dict (`files.model_config` reads
     it); with it the plan also holds the default ``maxlength`` and the memory estimate
     (which counts the teacher when its ``config.json`` is given as ``teacher``). ``trainable``: the
-    trainable parameters as the shell counted them on the model itself (`training.count`), which the
+    trainable parameters as the shell counted them on the model itself (`training.planning`), which the
     estimate then takes instead of its formula's. Pure and cheap: no torch import, no I/O. Raises `HardwareError` or `SpecError`
     (with every problem found) for what cannot run there.
     """
@@ -340,12 +352,13 @@ def plan(
         spec, hardware, (config, teacher), (training, quantization, lora, dtype), provenance, notes, trainable
     )
     lean = _lean_memory(spec, hardware, estimate, provenance)
+    chat = _chat(spec, provenance)
     notes += _engines(training, hardware, estimate is not None)
     return Plan(
         task=spec.task,
         hardware=hardware,
         model_class=rule.model_class,
-        collator=rule.collator,
+        collator="DataCollatorWithFlattening (a batch in one row, no padding)" if spec.packing else rule.collator,
         task_type=lora["task_type"] if lora else None,
         training_args=training,
         quantization=quantization,
@@ -357,8 +370,30 @@ def plan(
         maxlength=maxlength,
         lean_memory=lean,
         memory=estimate,
+        chat=chat,
         notes=tuple(notes + _ignored(spec)),
     )
+
+
+def _chat(spec: Spec, provenance: dict[str, Origin]) -> FrozenDict | None:
+    """chat's choices with their origins: the template (the tokenizer's unless named), what trains, the cut."""
+    if spec.task != "chat":
+        return None
+    given = spec.model_fields_set
+    template = spec.template if spec.template is None or len(spec.template) < 30 else "a Jinja string"
+    values = {"template": template or "the tokenizer's", "train_on": spec.train_on, "truncation": spec.truncation,
+              "packing": spec.packing}
+    reasons = {
+        "template": "the chat template in tokenizer_config.json" if spec.template is None else "template",
+        "train_on": "the loss on each answer and its end-of-turn marker" if spec.train_on == "answers" else "train_on",
+        "truncation": "a conversation over maxlength loses its start (the prompt first)" if spec.truncation == "prompt"
+        else "truncation: conversations over maxlength are dropped",
+        "packing": "one conversation a row, padded" if not spec.packing else
+        "each batch in one row, positions restarting per conversation (DataCollatorWithFlattening)",
+    }
+    for key in values:
+        provenance[f"chat.{key}"] = Origin(source="user" if key in given else "task", reason=reasons[key])
+    return FrozenDict(values)
 
 
 def _engines(training: dict[str, Any], hardware: Hardware, estimated: bool) -> list[str]:

@@ -253,6 +253,14 @@ class Spec(Frozen):
     """sequence-sequence: text put before each source (e.g. ``"summarize: "``)."""
     merge: Literal["concat", "pack"] | None = "concat"
     """Language models: texts concatenated into ``maxlength`` blocks, packed whole into blocks, or (null) one each."""
+    template: str | None = None
+    """chat: the chat template: the tokenizer's own by default, a built-in (chatml, llama-3, mistral) or a Jinja string."""
+    train_on: Literal["answers", "all"] = "answers"
+    """chat: the tokens in the loss: each answer and its end-of-turn marker, or every token (prompts too)."""
+    truncation: Literal["prompt", "drop"] = "prompt"
+    """chat: a conversation longer than ``maxlength`` loses its start (the prompt first), or is dropped."""
+    packing: bool = False
+    """chat: each batch's conversations in one row, positions restarting at each (no padding, no attention across)."""
     tokenizers: StrictInt | None = Field(None, ge=1)
     """Processes for tokenizing (``datasets.map(num_proc=...)``)."""
     checkpoint: str | bool | None = None

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
-from pipeline.tasks import classification, detection, entities, generation, masked, questions, sequences
+from pipeline.tasks import chat, classification, detection, entities, generation, masked, questions, sequences
 from pipeline.tasks.task import Labels, Task
 
 __all__ = ["TASKS", "Labels", "Task"]
@@ -23,6 +23,7 @@ TASKS: MappingProxyType[str, Task] = MappingProxyType(
             sequences.TASK,
             detection.TASK,
             entities.TASK,
+            chat.TASK,
         )
     }
 )

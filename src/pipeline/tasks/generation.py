@@ -16,7 +16,7 @@ def generate(items: list[Any], kit: Kit, prefix: str = "", continues: bool = Tru
     for item in items:
         batch = kit.tokenize(f"{prefix}{item}")
         batch.pop("token_type_ids", None)
-        out = kit.model.generate(**batch, max_new_tokens=GENERATED_TOKENS, do_sample=False,
+        out = kit.model.generate(**batch, **({"max_new_tokens": GENERATED_TOKENS, "do_sample": False} | kit.generation),
                                  pad_token_id=kit.tokenizer.pad_token_id)
         new = out[0][batch["input_ids"].shape[1] :] if continues else out[0]
         found.append({"input": item, "text": kit.tokenizer.decode(new, skip_special_tokens=True).strip()})

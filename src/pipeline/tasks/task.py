@@ -32,6 +32,8 @@ class Kit(Protocol):
     length: int
     document: Mapping[str, Any]
     """The run's spec fields that say how its inputs were prepared (task, columns, prefix, stride...)."""
+    generation: Mapping[str, Any]
+    """``generate`` options the caller gave (``max_new_tokens``, ``do_sample``, ``temperature``, ``top_p``)."""
 
     def tokenize(self, *texts: Any, **kwargs: Any) -> Any:
         """The tokenizer's batch of one input as tensors on the model's device, cut to ``length``."""
@@ -125,6 +127,9 @@ class Task:
     ``spec.base`` (token detection: a pair); ``pretrained(class, name, kwargs)`` loads as the plan says."""
     said: Callable[[dict[str, Any]], str] = lambda p: f"{shown(p)}  ->  {p}"
     """One prediction as a line for a person (``pipeline predict``)."""
+    summary: Callable[[Any, str], tuple[list[str], list[str]]] | None = None
+    """``(encoded, field) -> (notes, problems)``: what a split trains on, said before training (chat: trained
+    tokens, answers cut); problems stop the run."""
     scored_columns: tuple[str, ...] = ()
     """Columns `encode` adds with ``indices`` for scoring, dropped before the model sees the features."""
 

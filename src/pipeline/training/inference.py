@@ -19,12 +19,15 @@ from pipeline.tasks import TASKS
 
 __all__ = ["evaluate", "predict", "read_inputs", "run_task"]
 
-def predict(run: Any, inputs: list[Any], task: str | None = None, hardware: Any = None) -> list[dict[str, Any]]:
+def predict(run: Any, inputs: list[Any], task: str | None = None, hardware: Any = None,
+            generation: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """One prediction per input, by task:
 
     - text-classification: ``label`` and ``score``, with ``scores`` of every label (multi-label:
       ``labels`` above 0.5; regression: ``value``)
     - language-generation / sequence-sequence: ``text``, greedy, up to 32 new tokens
+    - chat: ``text``, the reply to a question (or to a list of messages) prompted with the run's template,
+      greedy, up to 64 new tokens, ending at the end-of-turn marker
     - language-modeling: ``fills``, per mask token of the input, its five likeliest tokens
     - question-answering: ``answer`` (``""`` for no answer) and ``score``
     - token-detection: ``tokens``, each with the probability it was ``replaced``
@@ -36,24 +39,27 @@ def predict(run: Any, inputs: list[Any], task: str | None = None, hardware: Any 
     ``run`` is a trained `Run` or a run folder (``task`` then comes from its spec.yaml). Inputs are
     prepared as the run's training prepared its data: its ``prefix``, its ``maxlength``, and for
     question answering its strided windows over a long context. A folder's model goes to the GPU
-    where ``hardware`` (default: this machine) has one.
+    where ``hardware`` (default: this machine) has one. ``generation``: options for ``generate`` where the
+    task generates (``max_new_tokens``, ``do_sample``, ``temperature``, ``top_p``).
     """
     import torch
 
     model, tokenizer, document, length, _ = _prepared(run, task, hardware)
     model.eval()
     with torch.no_grad():
-        return TASKS[document["task"]].predict(list(inputs), Kit(model, tokenizer, length, document))
+        return TASKS[document["task"]].predict(list(inputs), Kit(model, tokenizer, length, document, generation))
 
 
 class Kit:
     """What a task's ``predict`` runs with (`pipeline.tasks.task.Kit`)."""
 
-    def __init__(self, model: Any, tokenizer: Any, length: int, document: dict[str, Any]):
+    def __init__(self, model: Any, tokenizer: Any, length: int, document: dict[str, Any],
+                 generation: dict[str, Any] | None = None):
         self.model, self.tokenizer, self.length, self.document = model, tokenizer, length, document
+        self.generation = dict(generation or {})
 
     def tokenize(self, *texts: Any, **kwargs: Any) -> Any:
-        batch = self.tokenizer(*texts, truncation=True, max_length=self.length, return_tensors="pt", **kwargs)
+        batch = self.tokenizer(*texts, **{"truncation": True, "max_length": self.length, "return_tensors": "pt", **kwargs})
         return batch.to(self.model.device)
 
     def encode(self, rows: list[dict[str, Any]]) -> Any:
@@ -77,7 +83,8 @@ class Kit:
         return found
 
 
-SPEC_FIELDS = ("task", "columns", "maxlength", "stride", "prefix", "merge", "metrics")
+SPEC_FIELDS = ("task", "columns", "maxlength", "stride", "prefix", "merge", "metrics", "template", "train_on",
+               "truncation")
 """What evaluation and predict take from the run's spec: how its data is read and scored."""
 
 

@@ -23,7 +23,7 @@ from pipeline.io import data
 from pipeline.training.hush import hushed
 from pipeline.core.frozen import FrozenDict, thaw
 from pipeline.core.plan import Plan
-from pipeline.errors import Interrupted, SpecError
+from pipeline.errors import DataError, Interrupted, SpecError
 from pipeline.core.hardware import Hardware
 from pipeline.training.detect import detect
 from pipeline.core.spec import Spec
@@ -94,7 +94,7 @@ def _take(run: Run, stage: str) -> None:
 def start(spec: Spec, hardware: Hardware | None = None, callbacks: tuple[Any, ...] = ()) -> Run:
     """A `Run` for ``spec``, planned for ``hardware`` (default: this machine, via `detect`), with Trainer
     ``callbacks`` of your own."""
-    from pipeline.training.count import plan as planned
+    from pipeline.training.planning import plan as planned
 
     hardware = hardware if hardware is not None else detect()
     return Run(spec=spec, hardware=hardware, plan=planned(spec, hardware), callbacks=tuple(callbacks))
@@ -328,6 +328,8 @@ def maxlength(given: int | None, planned: int | None, tokenizer: Any, configs: l
 
 
 def _collator(run: Run) -> Any:
+    if run.spec.packing:  # the library's padding-free collator: a batch in one row, positions restarting per example
+        return library().DataCollatorWithFlattening()
     return collator(run.spec.task, run.tokenizer, run.model, _seed(run))
 
 
@@ -398,6 +400,20 @@ def checkpoints(output_dir: str | Path) -> tuple[list[Path], list[Path]]:
     return complete, incomplete
 
 
+def _summarized(spec: Spec, encoded: Any, field: str) -> Any:
+    """The task's summary of an encoded split said (`Task.summary`); `DataError` for its problems; the columns
+    it counted with dropped."""
+    task = TASKS[spec.task]
+    if task.summary is None:
+        return encoded
+    notes, problems = task.summary(encoded, field)
+    for line in notes:
+        notice.info("%s", line)
+    if problems:
+        raise DataError(problems)
+    return encoded.remove_columns([c for c in task.scored_columns if c in encoded.column_names])
+
+
 def train(run: Run) -> Run:
     """Tokenize, train with the Trainer, evaluate on validation data, save when ``output_dir`` is set.
 
@@ -412,7 +428,9 @@ def train(run: Run) -> Run:
     eval_set, scores = None, {}
     if run.eval_data:
         encoded = data.encode(run.eval_data, spec, run.tokenizer, maxlength, run.labels, windows=True)
+        _summarized(spec, encoded, "validation")
         eval_set, scores = scoring(spec, run.labels, run.eval_data, encoded)
+    train_set = _summarized(spec, train_set, "train")
     args = Arguments(**thaw(run.plan.training_args))
     existed = bool(args.output_dir) and Path(args.output_dir).exists()
     trainer_class, distilling = Trainer, {}

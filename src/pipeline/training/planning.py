@@ -1,9 +1,13 @@
-"""The trainable parameters of a spec's model, counted on the model itself before anything loads.
+"""The plan as the shell makes it: the pure plan, with what only the model and the data can say.
 
-The memory estimate's formula knows blocks and adapted linears; what else trains (a pooler LoRA adapts,
+**Trainable parameters**, counted on the model itself before anything loads. The memory estimate's formula knows blocks and adapted linears; what else trains (a pooler LoRA adapts,
 a head peft trains in full, the label count, a second model) is the architecture's. So the shell builds
 the class the run loads from its ``config.json`` on the meta device (no weights read, no memory taken),
 wraps it with the plan's LoRA config as `adapt` does, and counts: the plan's number is the run's.
+
+**What the data trains on**, for tasks that say (`Task.summary`; chat: conversations, trained tokens and
+their share, answers cut by maxlength, end-of-turn markers trained): tokenized with the model's tokenizer,
+as training will; its problems (rows with no trained token) are refused here, before anything loads.
 """
 
 from __future__ import annotations
@@ -77,10 +81,64 @@ def _labels(spec: Spec) -> Any:
     return data.labels(read, spec)
 
 
+def data_summary(spec: Spec, plan: Plan) -> tuple[str, ...]:
+    """`Task.summary` of each split, tokenized as training will (``()`` for tasks without one, or where the
+    data or the tokenizer cannot be read yet: preflight reports those). `DataError` for its problems."""
+    task = TASKS[spec.task]
+    if task.summary is None or not isinstance(spec.base, str):
+        return ()
+    from pipeline.errors import DataError
+    from pipeline.io import data
+    from pipeline.io.files import model_config
+
+    try:
+        read = {field: data.read(getattr(spec, field), field) for field in ("train", "validation")
+                if getattr(spec, field) is not None}
+    except DataError:
+        return ()
+    if any(data.problems(dataset, spec, field) for field, dataset in read.items()):
+        return ()
+    tokenizer = _tokenizer(spec.base)
+    if tokenizer is None:
+        return ()
+    from pipeline.training.stages import maxlength
+
+    length = maxlength(spec.maxlength, plan.maxlength, tokenizer, [_Positions(model_config(spec.base) or {})])
+    lines, problems = [], []
+    for field, dataset in read.items():
+        notes, found = task.summary(data.encode(dataset, spec, tokenizer, length), field)
+        lines += notes
+        problems += found
+    if problems:
+        raise DataError(problems)
+    return tuple(lines)
+
+
+class _Positions:
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.max_position_embeddings = config.get("max_position_embeddings")
+
+
+@hushed()
+def _tokenizer(base: str) -> Any:
+    try:
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(base)
+    except (OSError, ValueError) as e:
+        log.debug("data not summarized before loading: %s", e)
+        return None
+
+
 def plan(spec: Spec, hardware: Hardware, config: dict[str, Any] | None = None,
          teacher: dict[str, Any] | None = None) -> Plan:
     """The plan `start` runs with: `pipeline.io.files.plan`, with the trainable parameters counted on the
-    model (when ``config`` is not given: a config passed in stands for a model that may not exist)."""
+    model and what the data trains on (`data_summary`), when ``config`` is not given (a config passed in
+    stands for a model that may not exist)."""
     from pipeline.io.files import plan as planned
 
-    return planned(spec, hardware, config, teacher, trainable(spec) if config is None else None)
+    if config is not None:
+        return planned(spec, hardware, config, teacher)
+    made = planned(spec, hardware, None, teacher, trainable(spec))
+    lines = data_summary(spec, made)
+    return made.model_copy(update={"data": lines}) if lines else made
