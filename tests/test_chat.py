@@ -238,6 +238,20 @@ def test_a_chat_model_learns_to_answer_and_stops(models, tmp_path):
     assert refused.returncode == 2 and "--temperature and --top-p shape sampling; add --sample" in refused.stderr
 
 
+def test_a_named_template_is_saved_with_the_run(models, tmp_path):
+    """Trained with template: llama-3, the run folder's tokenizer renders conversations with it in plain
+    transformers, and predict prompts the folder's model with it."""
+    from transformers import AutoTokenizer
+
+    spec = Spec(base=models["chat"], task="chat", train=qa(16), template="llama-3",
+                training={"max_steps": 1, "output_dir": str(tmp_path / "run")})
+    fine_tune(start(spec, Hardware()))
+    saved = AutoTokenizer.from_pretrained(tmp_path / "run")
+    assert saved.chat_template == TEMPLATES["llama-3"]
+    assert "<|start_header_id|>user<|end_header_id|>" in saved.apply_chat_template(TALK[1:3], tokenize=False)
+    assert len(predict(str(tmp_path / "run"), ["what color is the car ?"], task="chat")) == 1  # its own template
+
+
 def test_the_plan_says_what_trains_before_anything_loads(models, tokenizer, tmp_path):
     """`pipeline plan`: the template's origin and the rules, and per split the conversations, trained tokens and
     their share, answers cut and end-of-turn markers trained, counted as training will; a split with rows that
@@ -257,6 +271,11 @@ def test_the_plan_says_what_trains_before_anything_loads(models, tokenizer, tmp_
                          f"{shortened} over maxlength lost their start, 0 of 22 answers cut; the end-of-turn marker "
                          "trained after 22 of 22 answers",)
     assert made.chat["template"] == "the tokenizer's" and made.chat["train_on"] == "answers"
+    # the memory estimate: the real lengths after templating, where they are under maxlength
+    longest = max(len(ids) for ids in encoded(tokenizer, rows, maxlength=128)["input_ids"])
+    roomy = plan(Spec(base=models["chat"], task="chat", train=str(tmp_path / "chat.jsonl"), maxlength=128), Hardware())
+    assert longest < 128 and f"memory: counted at the longest training example, {longest} tokens" in roomy.notes[0]
+    assert f" x {8 * longest:,} tokens x " in roomy.memory.inputs["activations"]
     shown = invoke("plan", tmp_path / "spec.yaml")
     assert shown.returncode == 0, shown.stderr
     assert "chat.template" in shown.stdout and "the chat template in tokenizer_config.json" in shown.stdout
@@ -265,3 +284,23 @@ def test_the_plan_says_what_trains_before_anything_loads(models, tokenizer, tmp_
     asking = [{"messages": TALK + [{"role": "user", "content": "and the car and the boat and the dog ?"}]}]
     with pytest.raises(DataError, match="train: row 1 have no trained token"):
         plan(Spec(base=models["chat"], task="chat", train=asking, maxlength=12), Hardware())
+
+
+def test_distillation_is_on_the_trained_tokens(models, tokenizer):
+    """The teacher's term is one KL per trained token (each answer and its marker), none for the prompts."""
+    import torch
+    from transformers import AutoModelForCausalLM, DataCollatorForSeq2Seq
+
+    from pipeline.training.distill import Softened
+
+    found = encoded(tokenizer, qa(3) + [{"messages": TALK}])
+    batch = DataCollatorForSeq2Seq(tokenizer, padding=True)(
+        [{k: found[k][i] for k in ("input_ids", "attention_mask", "labels")} for i in range(4)])
+    student = AutoModelForCausalLM.from_pretrained(models["chat"])
+    teacher = AutoModelForCausalLM.from_pretrained(models["chat"])
+    with torch.no_grad():
+        teacher.lm_head.weight.mul_(2.0)  # a teacher that differs
+        terms = TASKS["chat"].distill(student(**batch), teacher(**batch), batch, Softened(2.0), None)
+    trained = int((batch["labels"][:, 1:] != -100).sum())
+    assert terms.shape == (trained,) and trained == sum(1 for row in found["labels"] for t in row if t != -100)
+    assert bool((terms > 0).all())

@@ -309,6 +309,7 @@ def plan(
     config: Mapping[str, Any] | None = None,
     teacher: Mapping[str, Any] | None = None,
     trainable: int | None = None,
+    longest: int | None = None,
 ) -> Plan:
     """The exact configs ``spec`` runs with on ``hardware``, every value with its origin.
 
@@ -316,7 +317,9 @@ def plan(
     it); with it the plan also holds the default ``maxlength`` and the memory estimate
     (which counts the teacher when its ``config.json`` is given as ``teacher``). ``trainable``: the
     trainable parameters as the shell counted them on the model itself (`training.planning`), which the
-    estimate then takes instead of its formula's. Pure and cheap: no torch import, no I/O. Raises `HardwareError` or `SpecError`
+    estimate then takes instead of its formula's; ``longest``: the longest training example in tokens as
+    the shell counted it (chat: after templating), which the estimate takes where it is under ``maxlength``
+    (batches pad to their longest). Pure and cheap: no torch import, no I/O. Raises `HardwareError` or `SpecError`
     (with every problem found) for what cannot run there.
     """
     rule = TASKS[spec.task]
@@ -349,7 +352,7 @@ def plan(
     dtype = _dtype(spec, lora, quantization, provenance)
     distillation = _distillation(spec, "4-bit" if quantization else dtype, provenance, notes)
     maxlength, estimate = _length_and_memory(
-        spec, hardware, (config, teacher), (training, quantization, lora, dtype), provenance, notes, trainable
+        spec, hardware, (config, teacher), (training, quantization, lora, dtype), provenance, notes, trainable, longest
     )
     lean = _lean_memory(spec, hardware, estimate, provenance)
     chat = _chat(spec, provenance)
@@ -488,6 +491,7 @@ def _length_and_memory(
     provenance: dict[str, Origin],
     notes: list[str],
     trainable: int | None = None,
+    longest: int | None = None,
 ) -> tuple[int | None, Memory | None]:
     """``maxlength`` (the spec's, or a default from the model's config that fits) and the memory estimate."""
     maxlength = spec.maxlength
@@ -517,7 +521,12 @@ def _length_and_memory(
             provenance["maxlength"] = Origin(source="pipeline", reason=why)
             for key in ("per_device_train_batch_size", "gradient_accumulation_steps"):
                 provenance[f"training_args.{key}"] = Origin(source="pipeline", reason=why)
-    return maxlength, memory(model, setup(maxlength), hardware.available) if maxlength else None
+    if not maxlength:
+        return maxlength, None
+    if longest and longest < maxlength:
+        notes.append(f"memory: counted at the longest training example, {longest} tokens as the data gives them "
+                     f"(batches pad to their longest), not maxlength {maxlength}")
+    return maxlength, memory(model, setup(min(maxlength, longest or maxlength)), hardware.available)
 
 
 def _smaller_batch(spec: Spec, model: Shape, base: Setup, halved: int, hardware: Hardware

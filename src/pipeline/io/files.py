@@ -185,14 +185,14 @@ def model_config(base: Any) -> dict[str, Any] | None:
 
 
 def plan(spec: Spec, hardware: Any, config: dict[str, Any] | None = None, teacher: dict[str, Any] | None = None,
-         trainable: int | None = None) -> Any:
+         trainable: int | None = None, longest: int | None = None) -> Any:
     """`core.plan.plan` with the ``config.json`` of the base model and of the teacher read where they are not
     given: default ``maxlength`` and memory estimate included. No torch: the trainable parameters are the
     formula's unless counted (``trainable``; `pipeline.plan` and `start` count them on the model)."""
     from pipeline.core.plan import plan as derive
 
     return derive(spec, hardware, config if config is not None else model_config(spec.base),
-                  teacher if teacher is not None else model_config(spec.teacher), trainable)
+                  teacher if teacher is not None else model_config(spec.teacher), trainable, longest)
 
 
 def estimate(spec: Spec, hardware: Any, config: dict[str, Any] | None = None) -> Any:

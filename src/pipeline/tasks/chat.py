@@ -63,6 +63,12 @@ def template_of(given: str | None, own: str | None, model: Any) -> str:
     )
 
 
+def _adopt(tokenizer: Any, spec: Any) -> None:
+    """The spec's template becomes the tokenizer's own (saved with the run); its own stays when none is named."""
+    if spec.template:
+        tokenizer.chat_template = template_of(spec.template, None, spec.base)
+
+
 def conversation(batch: Mapping[str, list[Any]], columns: Sequence[str | None], i: int) -> list[dict[str, str]]:
     """Row ``i`` as messages: its messages column, or its prompt and completion as a user turn and its answer."""
     if len(columns) == 2 and columns[1]:
@@ -259,6 +265,7 @@ TASK = Task(
     vocabulary=True,
     fields=frozenset({"template", "train_on", "truncation", "packing"}),
     scored_columns=("answers", "cut", "stops", "shortened"),
+    prepare_tokenizer=_adopt,
     summary=summary,
     perplexity=True,
     hub_tag="text-generation",

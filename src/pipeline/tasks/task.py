@@ -127,6 +127,9 @@ class Task:
     ``spec.base`` (token detection: a pair); ``pretrained(class, name, kwargs)`` loads as the plan says."""
     said: Callable[[dict[str, Any]], str] = lambda p: f"{shown(p)}  ->  {p}"
     """One prediction as a line for a person (``pipeline predict``)."""
+    prepare_tokenizer: Callable[[Any, Any], None] | None = None
+    """``(tokenizer, spec) -> None``: what the task sets on the tokenizer it trains with, which the run folder
+    keeps (chat: the spec's template, so plain transformers renders conversations as training did)."""
     summary: Callable[[Any, str], tuple[list[str], list[str]]] | None = None
     """``(encoded, field) -> (notes, problems)``: what a split trains on, said before training (chat: trained
     tokens, answers cut); problems stop the run."""

@@ -81,12 +81,13 @@ def _labels(spec: Spec) -> Any:
     return data.labels(read, spec)
 
 
-def data_summary(spec: Spec, plan: Plan) -> tuple[str, ...]:
-    """`Task.summary` of each split, tokenized as training will (``()`` for tasks without one, or where the
-    data or the tokenizer cannot be read yet: preflight reports those). `DataError` for its problems."""
+def data_summary(spec: Spec, plan: Plan) -> tuple[tuple[str, ...], int] | None:
+    """`Task.summary` of each split, tokenized as training will, and the longest training example in tokens
+    (``None`` for tasks without one, or where the data or the tokenizer cannot be read yet: preflight reports
+    those). `DataError` for its problems."""
     task = TASKS[spec.task]
     if task.summary is None or not isinstance(spec.base, str):
-        return ()
+        return None
     from pipeline.errors import DataError
     from pipeline.io import data
     from pipeline.io.files import model_config
@@ -95,23 +96,26 @@ def data_summary(spec: Spec, plan: Plan) -> tuple[str, ...]:
         read = {field: data.read(getattr(spec, field), field) for field in ("train", "validation")
                 if getattr(spec, field) is not None}
     except DataError:
-        return ()
+        return None
     if any(data.problems(dataset, spec, field) for field, dataset in read.items()):
-        return ()
+        return None
     tokenizer = _tokenizer(spec.base)
     if tokenizer is None:
-        return ()
+        return None
     from pipeline.training.stages import maxlength
 
     length = maxlength(spec.maxlength, plan.maxlength, tokenizer, [_Positions(model_config(spec.base) or {})])
-    lines, problems = [], []
+    lines, problems, longest = [], [], 0
     for field, dataset in read.items():
-        notes, found = task.summary(data.encode(dataset, spec, tokenizer, length), field)
+        encoded = data.encode(dataset, spec, tokenizer, length)
+        notes, found = task.summary(encoded, field)
         lines += notes
         problems += found
+        if field == "train":
+            longest = max((len(ids) for ids in encoded["input_ids"]), default=0)
     if problems:
         raise DataError(problems)
-    return tuple(lines)
+    return tuple(lines), longest
 
 
 class _Positions:
@@ -139,6 +143,10 @@ def plan(spec: Spec, hardware: Hardware, config: dict[str, Any] | None = None,
 
     if config is not None:
         return planned(spec, hardware, config, teacher)
-    made = planned(spec, hardware, None, teacher, trainable(spec))
-    lines = data_summary(spec, made)
-    return made.model_copy(update={"data": lines}) if lines else made
+    counted = trainable(spec)
+    made = planned(spec, hardware, None, teacher, counted)
+    summary = data_summary(spec, made)
+    if summary is None:
+        return made
+    lines, longest = summary
+    return planned(spec, hardware, None, teacher, counted, longest or None).model_copy(update={"data": lines})

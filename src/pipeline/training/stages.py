@@ -179,6 +179,8 @@ def _load_pretrained(run: Run, labels: Labels | None) -> tuple[Any, Any]:
             model = pretrained(getattr(library(), task.model_class), spec.base, kwargs)
     if tokenizer.pad_token is None and tokenizer.eos_token is not None:
         tokenizer.pad_token = tokenizer.eos_token  # decoder-only models often have no pad token
+    if task.prepare_tokenizer:
+        task.prepare_tokenizer(tokenizer, spec)
     for part in _parts(model):  # the pad token given to the tokenizer, said to the model (and its generation)
         for config in (part.config, getattr(part, "generation_config", None)):
             if config is not None and config.pad_token_id is None:
