@@ -397,3 +397,26 @@ def test_a_field_in_both_grid_and_range_is_refused_up_front(spec_file, tmp_path)
                    "--output", tmp_path / "sweep")
     assert out.returncode == 2 and "--grid and --range both vary lora.r" in out.stderr
     assert not (tmp_path / "sweep").exists()
+
+
+def test_workers_share_one_optuna_study_and_each_trial_runs_once(spec_file, tmp_path):
+    """Two `pipeline sweep --storage` processes at once on one SQLite study: 4 trials in all, none run twice,
+    each worker's results table has every trial of the study."""
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    command = [sys.executable, "-m", "pipeline.cli", "sweep", str(spec_file), "--search", "optuna", "--trials", "4",
+               "--range", "training.learning_rate=1e-4:1e-1:log", "--storage", storage, "--study", "shared",
+               "--set", "training.max_steps=2", "--set", "validation=null", "--metric", "train_loss", "-q"]
+    workers = [subprocess.Popen([*command, "--output", str(tmp_path / "sweep")], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [w.communicate(timeout=300) for w in workers]
+    assert all(w.returncode == 0 for w in workers), [err for _, err in outs]
+    import optuna
+
+    trials = optuna.load_study(study_name="shared", storage=storage).get_trials()
+    assert len(trials) in (4, 5)  # the two may race for the last one
+    rates = [t.params["training.learning_rate"] for t in trials]
+    runs = [t.user_attrs["row"]["run"] for t in trials]
+    assert len(set(rates)) == len(rates) and len(set(runs)) == len(runs)
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    written = list(csv.DictReader((tmp_path / "sweep" / "results.csv").open()))
+    assert sorted(r["run"] for r in written) == sorted(runs)

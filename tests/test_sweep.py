@@ -28,6 +28,7 @@ def test_a_random_sweep_from_python_returns_its_records_and_writes_them(models, 
     ({"ranges": {"lora.r": "2:8"}}, "add --search random"),
     ({"grid": {"lora.r": [2]}, "ranges": {"lora.r": "2:8"}, "search": "optuna"}, "both vary lora.r"),
     ({"grid": {"lora.r": [2]}, "metric": "eval_bleu"}, "--metric 'eval_bleu'"),
+    ({"grid": {"lora.r": [2]}, "storage": "sqlite:///study.db"}, "--storage shares an Optuna study: add --search optuna"),
 ])
 def test_a_sweep_that_cannot_run_is_refused_before_anything_trains(models, tmp_path, fields, message):
     with pytest.raises(SpecError, match=message):

@@ -191,10 +191,14 @@ def sweep(
     force: Force = False,
     quiet: Quiet = False,
     verbose: Verbose = False,
+    storage: Annotated[str | None, typer.Option(help="optuna: a study storage URL (sqlite:///sweep.db, "
+                                                     "postgresql://...) shared by workers on any machine")] = None,
+    study: Annotated[str | None, typer.Option(help="with --storage: the study's name (default: the sweep folder's)")] = None,
 ) -> None:
     """Train variants of a spec: every --grid combination, or --trials drawn at random or suggested by Optuna
     (which stops trials doing worse than earlier ones at an evaluation). Writes the results (CSV, Markdown),
-    sweep.png (the metric against each swept value) and names the best run."""
+    sweep.png (the metric against each swept value) and names the best run. With --storage, any number of
+    workers share one Optuna study: each trains the next trial until the study has --trials."""
     from pipeline.core.search import parse_range
 
     _logging(quiet, verbose)
@@ -203,7 +207,7 @@ def sweep(
     metric = sweep_metric(loaded, metric)
     folder = output or sweep_folder(loaded, choices, drawn, search.value, trials, seed)
     rows = run_sweep(loaded, grid=choices, ranges=drawn, search=search.value, trials=trials, seed=seed, metric=metric,
-                     maximize=maximize, output=folder, force=force)
+                     maximize=maximize, output=folder, force=force, storage=storage, study=study)
     if not main_process():
         return
     typer.echo(_records(rows, columns(rows)))

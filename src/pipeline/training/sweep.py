@@ -103,6 +103,8 @@ def sweep(
     output: str | Path | None = None,
     hardware: Hardware | None = None,
     force: bool = False,
+    storage: str | None = None,
+    study: str | None = None,
 ) -> list[dict[str, Any]]:
     """Train variants of ``spec``, one record per trial: its run id, the values it tried, its final metrics
     (a trial that fails: its ``error``; one Optuna stopped: ``pruned``) and seconds.
@@ -111,6 +113,10 @@ def sweep(
     or ``"low:high[:log]"`` to draw from (``search="random"`` or ``"optuna"``, Optuna's TPE with median pruning at
     each evaluation). Each run goes to ``output/<run id>`` (default ``runs/sweep-<hash>``), with the
     results (CSV, Markdown) and ``sweep.png`` beside them, written also when the sweep is interrupted.
+    ``storage`` (an Optuna storage URL: ``sqlite:///sweep.db``, ``postgresql://...``) shares the Optuna study
+    ``study`` (default: the sweep folder's name) with every worker that names it, on any machine: each takes
+    the next trial until the study has ``trials``, and writes the results of all of them.
+
     Raises `SpecError` for a sweep that varies nothing, a field given both values and a range, or a
     ``metric`` the runs will not report, before anything trains.
     """
@@ -122,6 +128,8 @@ def sweep(
         raise SpecError("sweep: nothing to vary; give --grid key=v1,v2 or (with --search random/optuna) --range key=low:high")
     if drawn and search == "grid":
         raise SpecError("--range draws values: add --search random or --search optuna (a grid takes --grid values)")
+    if storage and search != "optuna":
+        raise SpecError(f"--storage shares an Optuna study: add --search optuna (got --search {search})")
     both = sorted(set(choices) & set(drawn))
     if both:
         raise SpecError(f"sweep: --grid and --range both vary {', '.join(both)}; give each field one of them")
@@ -149,7 +157,9 @@ def sweep(
 
     try:
         if search == "optuna":
-            _optuna(trial, choices, drawn, trials, seed, metric, maximize)
+            shared = _optuna(trial, choices, drawn, trials, seed, metric, maximize, storage, study or folder.name)
+            if storage:
+                rows[:] = shared()  # every worker's trials, as the study has them
         else:
             for values in combinations(choices) if search == "grid" else random_trials(choices, drawn, trials, seed):
                 trial(values)
@@ -171,9 +181,14 @@ def sweep_folder(spec: Spec, grid: dict[str, list[Any]], ranges: dict[str, Any],
 
 
 def _optuna(trial: Any, choices: dict[str, list[Any]], drawn: dict[str, Range], trials: int, seed: int, metric: str,
-            maximize: bool) -> None:
+            maximize: bool, storage: str | None = None, name: str = "sweep") -> Any:
     """Optuna's TPE sampler suggests each trial from the ones before; its median pruner stops a trial
-    whose metric at an evaluation is worse than the median of earlier trials at that step."""
+    whose metric at an evaluation is worse than the median of earlier trials at that step.
+
+    With a ``storage`` the study ``name`` is shared: created by the first worker (the others load it),
+    each worker asking for trials until the study has ``trials`` of them (workers racing for the last one
+    may each add one), its sampler seeded at random (with the sweep's seed every worker would suggest the
+    same first trials), each trial's result row kept in the study. Returns the rows of the study's trials."""
     try:
         import optuna
     except ImportError:
@@ -181,17 +196,22 @@ def _optuna(trial: Any, choices: dict[str, list[Any]], drawn: dict[str, Range], 
     from pipeline.training.trainer import Pruning
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction="maximize" if maximize else "minimize",
-                                sampler=optuna.samplers.TPESampler(seed=seed),
+    worker = seed if storage is None else int.from_bytes(os.urandom(4), "little")
+    study = optuna.create_study(direction="maximize" if maximize else "minimize", storage=storage, study_name=name,
+                                load_if_exists=True, sampler=optuna.samplers.TPESampler(seed=worker),
                                 pruner=optuna.pruners.MedianPruner(n_startup_trials=2))
-    for _ in range(trials):
+    done = 0
+    while (len(study.get_trials(deepcopy=False)) if storage else done) < trials:
         asked = study.ask()
         pruning = Pruning(asked, metric)
         row = trial(suggest(asked, choices, drawn), (pruning,))
         row["pruned"] = pruning.pruned
+        asked.set_user_attr("row", row)
         if pruning.pruned:
             study.tell(asked, state=optuna.trial.TrialState.PRUNED)
         elif metric in row:
             study.tell(asked, row[metric])
         else:
             study.tell(asked, state=optuna.trial.TrialState.FAIL)
+        done += 1
+    return lambda: [t.user_attrs["row"] for t in study.get_trials(deepcopy=False) if "row" in t.user_attrs]
