@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -296,3 +297,23 @@ def test_a_save_killed_mid_replace_is_recovered_by_the_next_save(models, volume)
     _recover(volume)
     assert (volume / "adapter_model.safetensors").exists()
     assert not aside.exists() and not staging.exists()
+
+
+def test_a_group_torchrun_restarted_resumes_from_the_latest_checkpoint_by_itself(models, tmp_path, monkeypatch, caplog):
+    """Under ``torchrun --max-restarts`` a restarted group (TORCHELASTIC_RESTART_COUNT > 0) resumes from the latest
+    checkpoint in its output folder with no flag given: the same weights as the run it takes over from."""
+    import logging
+
+    spec = Spec(base=models["bert"], train=sentiment(64), lora=True, maxlength=32,
+                training={"learning_rate": 1e-2, "max_steps": 8, "save_strategy": "steps", "save_steps": 4,
+                          "save_total_limit": None, "seed": 0, "output_dir": str(tmp_path / "whole")})
+    whole = fine_tune(start(spec, CPU))
+    shutil.copytree(tmp_path / "whole" / "checkpoint-4", tmp_path / "restarted" / "checkpoint-4")  # what was saved
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")
+    with caplog.at_level(logging.INFO, logger="pipeline"):
+        restarted = fine_tune(start(evolve(spec, training={**spec.training, "output_dir": str(tmp_path / "restarted")}),
+                                    CPU))
+    assert "torchrun restarted the group (restart 1): resuming from the latest checkpoint" in caplog.text
+    assert f"resuming from {tmp_path / 'restarted' / 'checkpoint-4'}" in caplog.text
+    first = restarted.model.state_dict()
+    assert all(torch.equal(value, first[key]) for key, value in whole.model.state_dict().items())

@@ -460,7 +460,12 @@ def train(run: Run) -> Run:
         from pipeline.io.runs import lineage
 
         trainer.lineage = lineage(spec)
-    checkpoint = _checkpoint(spec.checkpoint, args.output_dir, trainer.lineage)
+    resume = spec.checkpoint
+    restarts = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0)
+    if resume is None and restarts and args.output_dir:  # torchrun --max-restarts started the group again
+        notice.info("torchrun restarted the group (restart %d): resuming from the latest checkpoint", restarts)
+        resume = True
+    checkpoint = _checkpoint(resume, args.output_dir, trainer.lineage)
     if checkpoint:
         notice.info("resuming from %s", checkpoint)
     _take(run, "train")
