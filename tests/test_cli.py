@@ -420,3 +420,29 @@ def test_workers_share_one_optuna_study_and_each_trial_runs_once(spec_file, tmp_
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
     written = list(csv.DictReader((tmp_path / "sweep" / "results.csv").open()))
     assert sorted(r["run"] for r in written) == sorted(runs)
+
+
+def test_plan_a_node_of_gpus_with_zero_3(tmp_path):
+    """`pipeline plan --processes 8 --set zero=3`: the DeepSpeed config with its origin, per-process memory;
+    training it without DeepSpeed installed is refused before anything loads."""
+    import importlib.util
+
+    (tmp_path / "llama-8b").mkdir()
+    config = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 4096,
+              "intermediate_size": 14336, "num_attention_heads": 32, "num_hidden_layers": 32, "num_key_value_heads": 8,
+              "vocab_size": 128256, "max_position_embeddings": 131072, "tie_word_embeddings": False,
+              "torch_dtype": "bfloat16"}
+    (tmp_path / "llama-8b" / "config.json").write_text(json.dumps(config))
+    (tmp_path / "spec.yaml").write_text("base: ./llama-8b\ntask: language-generation\ntrain: [{text: a}]\n"
+                                        "maxlength: 2048\ntraining: {per_device_train_batch_size: 1}\n")
+    one = pipeline("plan", tmp_path / "spec.yaml", "--hardware", "a100-80gb")
+    assert one.returncode == 0, one.stderr
+    assert "does not fit" in one.stdout and "--set zero=3  -> about" in one.stdout
+    node = pipeline("plan", tmp_path / "spec.yaml", "--hardware", "a100-80gb", "--processes", "8", "--set", "zero=3")
+    assert node.returncode == 0, node.stderr
+    assert "training_args.deepspeed" in node.stdout and "user: zero: 3" in node.stdout
+    assert ": fits (" in node.stdout and "/ 8 processes (ZeRO-3)" in node.stdout
+    if importlib.util.find_spec("deepspeed") is None:
+        refused = pipeline("train", tmp_path / "spec.yaml", "--set", "zero=2", "-o", tmp_path / "run")
+        assert refused.returncode == 2
+        assert "zero: 2 trains with DeepSpeed, which is not installed; pip install -e '.[scale]'" in refused.stderr

@@ -369,3 +369,57 @@ def test_the_plans_trainable_count_is_the_runs(models, task, tmp_path):
         trained = adapt(quantize(load(run))).parameters.trainable
         assert (task, changes, run.plan.memory.trainable) == (task, changes, trained)
         assert plan(spec, Hardware()).memory.trainable == trained  # the public plan counts the same way
+
+
+LLAMA_8B = {"model_type": "llama", "hidden_size": 4096, "intermediate_size": 14336, "num_attention_heads": 32,
+            "num_hidden_layers": 32, "num_key_value_heads": 8, "vocab_size": 128256, "max_position_embeddings": 131072,
+            "tie_word_embeddings": False, "torch_dtype": "bfloat16"}
+
+
+@pytest.mark.parametrize(("stage", "per_parameter"), [(1, 4 + 12 / 64), (2, 2 + 14 / 64), (3, 16 / 64)])
+def test_zero_shards_model_states_as_the_zero_paper_counts_them(stage, per_parameter):
+    """Mixed-precision Adam under ZeRO on 64 processes: 2 + 2 + 12 bytes a parameter, the optimizer's 12 sharded
+    at stage 1, the gradients' 2 too at stage 2, the weights' 2 too at stage 3 (the ZeRO paper, Rajbhandari et al.
+    2020, Figure 1: a 7.5B model takes 31.4, 16.6 and 1.9 GB a GPU; 120 GB unsharded)."""
+    spec = Spec(base="m", task="language-generation", train=ROWS, maxlength=512, zero=stage)
+    made = plan(spec, Hardware(cuda=True, bf16=True, devices=64, processes=64), LLAMA_8B)
+    parts, parameters = made.memory.parts, made.memory.trainable
+    states = parts["weights"] + parts["gradients"] + parts["optimizer"]
+    assert states / parameters == pytest.approx(per_parameter, rel=1e-6)
+    assert round(per_parameter * 7.5, 1) == {1: 31.4, 2: 16.6, 3: 1.9}[stage]
+    assert made.training_args["deepspeed"]["zero_optimization"]["stage"] == stage
+    assert made.provenance["training_args.deepspeed"].reason == f"zero: {stage}"
+
+
+def test_a_full_8b_fine_tune_does_not_fit_one_a100_and_fits_eight_under_zero_3():
+    """One A100 80 GB: does not fit, and ZeRO-3 over the fewest GPUs that fit is offered; planned for a node of
+    eight (--processes 8), each holds an eighth of the weights, gradients and optimizer state."""
+    from pipeline.core.plan import deepspeed_config
+
+    spec = Spec(base="m", task="language-generation", train=ROWS, maxlength=2048,
+                training={"per_device_train_batch_size": 1, "gradient_checkpointing": True})
+    one = plan(spec, profile("a100-80gb"), LLAMA_8B).memory
+    assert one.fits is False
+    offered = next(s for s in one.suggestions if dict(s.settings) == {"zero": 3})
+    assert "ZeRO-3 over 2 GPUs" in offered.why and offered.total < 80 * GiB / 1.2
+    node = profile("a100-80gb").model_copy(update={"processes": 8, "devices": 8})
+    sharded = plan(evolve(spec, zero=3), node, LLAMA_8B).memory
+    assert sharded.fits and not sharded.tight and "/ 8 processes (ZeRO-3)" in sharded.inputs["weights"]
+    assert sharded.parts["optimizer"] == one.parts["optimizer"] * 12 // 8 // 8  # (8 + 4 master) / 8 processes
+    offloaded = plan(evolve(spec, zero=3, offload="parameters"), node, LLAMA_8B)
+    assert offloaded.memory.parts["optimizer"] == offloaded.memory.parts["weights"] == 0
+    assert offloaded.training_args["deepspeed"] == deepspeed_config(3, "parameters")
+    assert offloaded.training_args["deepspeed"]["zero_optimization"]["offload_param"]["device"] == "cpu"
+
+
+@pytest.mark.parametrize(("fields", "message"), [
+    ({"offload": "optimizer"}, "offload: moves what ZeRO shards; set zero: too"),
+    ({"zero": 2, "offload": "parameters"}, "offload: parameters needs zero: 3"),
+    ({"zero": 3, "training": {"deepspeed": "ds.json"}}, "leave out training.deepspeed"),
+    ({"zero": 3, "lora": True, "quantize": True}, "zero: not planned with 4-bit weights"),
+])
+def test_sharding_that_cannot_be_planned_is_refused(fields, message):
+    from pipeline import SpecError
+
+    with pytest.raises(SpecError, match=message):
+        Spec(base="m", task="language-generation", train=ROWS, **fields)

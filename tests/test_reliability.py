@@ -8,7 +8,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -310,7 +309,7 @@ def test_a_group_torchrun_restarted_resumes_from_the_latest_checkpoint_by_itself
     whole = fine_tune(start(spec, CPU))
     shutil.copytree(tmp_path / "whole" / "checkpoint-4", tmp_path / "restarted" / "checkpoint-4")  # what was saved
     monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")
-    with caplog.at_level(logging.INFO, logger="pipeline"):
+    with caplog.at_level(logging.INFO, logger="pipeline"), caplog.at_level(logging.INFO, logger="pipeline.notice"):
         restarted = fine_tune(start(evolve(spec, training={**spec.training, "output_dir": str(tmp_path / "restarted")}),
                                     CPU))
     assert "torchrun restarted the group (restart 1): resuming from the latest checkpoint" in caplog.text

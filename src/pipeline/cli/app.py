@@ -57,8 +57,15 @@ Output = Annotated[Path | None, typer.Option("--output", "-o", help="run folder 
 Force = Annotated[bool, typer.Option("--force", help="train into a folder that holds a run of another spec")]
 
 
-def _machine(name: str) -> Hardware:
-    return detect() if name == "detect" else profile(name)
+Processes = Annotated[int | None, typer.Option(
+    "--processes", "-p", min=1, help="plan for this many training processes (one a GPU: a node of them)")]
+
+
+def _machine(name: str, processes: int | None = None) -> Hardware:
+    machine = detect() if name == "detect" else profile(name)
+    if processes is None:
+        return machine
+    return machine.model_copy(update={"processes": processes, "devices": processes if machine.accelerator else 0})
 
 
 def _table(rows: list[tuple[Any, ...]], header: tuple[str, ...]) -> str:
@@ -99,10 +106,11 @@ def plan(
     hardware: HardwareName = "detect",
     settings: Settings = None,
     format: Annotated[Format, typer.Option("--format", "-f")] = Format.text,
+    processes: Processes = None,
 ) -> None:
     """Show every value a run would use and where it came from, without loading anything."""
     loaded = load_spec(spec, parse_settings(settings or []))
-    result = planned(loaded, _machine(hardware))
+    result = planned(loaded, _machine(hardware, processes))
     if format is Format.text:
         typer.echo(str(result))
         return

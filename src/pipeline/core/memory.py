@@ -232,6 +232,14 @@ class Setup:
     trainable: int | None = None
     """Trainable parameters of all the models together, counted on the meta device by the shell (what the run
     reports); ``None``: from the formula (blocks, adapted linears, the task's head)."""
+    zero: int | None = None
+    """DeepSpeed ZeRO stage: 1 shards the optimizer state over ``shards`` processes, 2 the gradients too, 3 the
+    weights too; with mixed precision the weights and gradients are 16-bit, the float32 master copy is the
+    optimizer's (the ZeRO paper's 2 + 2 + 12 bytes per parameter for Adam)."""
+    offload: str | None = None
+    """With ``zero``: ``optimizer`` state, or also the ``parameters``, in CPU memory instead of the device's."""
+    shards: int = 1
+    """Processes ZeRO shards over."""
 
 
 class Memory(Frozen):
@@ -490,6 +498,9 @@ def _parts(model: Shape, setup: Setup) -> tuple[dict[str, int], dict[str, str], 
         masks = tokens * (per_token // model.layers if _checkpointing(setup) else per_token)
         activations += masks
         inputs["activations"] += f" + LoRA dropout masks {tokens:,} tokens x {per_token:,} bytes"
+    if setup.zero:
+        weights, gradients, optimizer, adapters = _sharded(setup, inputs, trainable, parameters, weights, gradients,
+                                                           optimizer, adapters)
     logits, inputs["logits"] = _logits(model, setup, tokens)
     overhead = OVERHEAD.get(setup.device, OVERHEAD["cpu"])
     inputs["overhead"] = f"{setup.device}: fixed"
@@ -509,6 +520,34 @@ def _parts(model: Shape, setup: Setup) -> tuple[dict[str, int], dict[str, str], 
     if setup.teacher is not None:
         parts["teacher"], inputs["teacher"] = _teacher(setup.teacher, setup, tokens)
     return parts, inputs, trainable * setup.models
+
+
+def _sharded(setup: Setup, inputs: dict[str, str], trainable: int, parameters: int, *parts: int
+             ) -> tuple[int, int, int, int]:
+    """Weights, gradients, optimizer state and adapters per process under ZeRO (`Setup.zero`)."""
+    weights, gradients, optimizer, adapters = parts
+    n, stage = setup.shards, setup.zero or 0
+    if setup.mixed_precision and not setup.lora_r and not setup.quantized_bits:
+        # DeepSpeed keeps the module and its gradients in 16 bits; the float32 master weights join the optimizer
+        weights, gradients = parameters * 2, trainable * 2
+        optimizer += trainable * 4
+        inputs["weights"] = f"{parameters:,} parameters x 2 bytes (16-bit module)"
+        inputs["gradients"] = f"{trainable:,} trainable x 2 bytes"
+        inputs["optimizer"] += f" + float32 master weights {trainable:,} x 4 bytes"
+    shard = f" / {n} processes (ZeRO-{stage})"
+    optimizer //= n
+    inputs["optimizer"] += shard
+    if setup.offload:
+        optimizer, inputs["optimizer"] = 0, inputs["optimizer"] + ": in CPU memory (offload)"
+    if stage >= 2:
+        gradients //= n
+        inputs["gradients"] += shard
+    if stage == 3:
+        weights, adapters = weights // n, adapters // n
+        inputs["weights"] += shard
+        if setup.offload == "parameters":
+            weights, inputs["weights"] = 0, inputs["weights"] + ": in CPU memory (offload)"
+    return weights, gradients, optimizer, adapters
 
 
 def _dtype(model: Shape, setup: Setup) -> tuple[str, int]:
@@ -579,6 +618,12 @@ def _suggest(model: Shape, setup: Setup, available: int) -> tuple[Suggestion, ..
                              "training.gradient_accumulation_steps": setup.accumulation * accumulate}, {"batch": batch},
                             f"the same effective batch of {setup.batch * setup.accumulation}"))
             break
+    if setup.device == "cuda" and not setup.zero and not setup.quantized_bits:
+        devices = next((n for n in (2, 4, 8, 16, 32, 64) if fits(zero=3, shards=n)), None)
+        if devices:
+            options.append(({"zero": 3}, {"zero": 3, "shards": devices},
+                            f"ZeRO-3 over {devices} GPUs: weights, gradients and optimizer state sharded "
+                            f"(torchrun --nproc_per_node {devices}; plan it with --processes {devices})"))
     if setup.device == "cuda" and not setup.quantized_bits:
         settings = {"quantize": True} if setup.lora_r else {"lora": True, "quantize": True}
         options.append((settings, {"quantized_bits": 4, "double_quant": True, "lora_r": setup.lora_r or 16,

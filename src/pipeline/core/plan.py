@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any, Literal
 
-from pipeline.core.frozen import Frozen, FrozenDict, FrozenMapping
+from pipeline.core.frozen import Frozen, FrozenDict, FrozenMapping, thaw
 from pipeline.core.fields import FALSE_MEANS_NO
 from pipeline.errors import HardwareError, SpecError
 from pipeline.core.hardware import Hardware
@@ -75,6 +75,9 @@ def training_kwargs(spec: Spec, hardware: Hardware) -> Derived:
             # One loss per example: averaging "tokens" across processes would scale it by the world size.
             distributed["average_tokens_across_devices"] = False
         layers.append(("hardware", f"{hardware.processes} training processes (DDP)", distributed))
+    if spec.zero:
+        layers.append(("user", f"zero: {spec.zero}" + (f", offload: {spec.offload}" if spec.offload else ""),
+                       {"deepspeed": deepspeed_config(spec.zero, spec.offload)}))
     if user.get("save_strategy", "no") not in ("no", None):
         layers.append(("pipeline", "checkpoints kept: the latest two, so one is complete while the next is written "
                        "(with load_best_model_at_end the best besides)", {"save_total_limit": 2}))
@@ -135,6 +138,22 @@ def training_kwargs(spec: Spec, hardware: Hardware) -> Derived:
     if spec_problems or hardware_problems:
         raise (SpecError if spec_problems else HardwareError)(hardware_problems + spec_problems)
     return kwargs, origins
+
+
+def deepspeed_config(stage: int, offload: str | None) -> dict[str, Any]:
+    """The DeepSpeed config of a ZeRO stage: the batch sizes, precision and clipping left ``"auto"`` for the
+    Trainer to fill from its own arguments; offload to CPU memory; a stage-3 model saved whole."""
+    zero: dict[str, Any] = {"stage": stage}
+    cpu = {"device": "cpu", "pin_memory": True}
+    if offload:
+        zero["offload_optimizer"] = cpu
+    if offload == "parameters":
+        zero["offload_param"] = cpu
+    if stage == 3:
+        zero["stage3_gather_16bit_weights_on_model_save"] = True
+    auto = ("train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps", "gradient_clipping")
+    return {"zero_optimization": zero, "bf16": {"enabled": "auto"}, "fp16": {"enabled": "auto"},
+            **{key: "auto" for key in auto}}
 
 
 def _mixed_precision(spec: Spec, hardware: Hardware) -> Layer:
@@ -287,7 +306,7 @@ class Plan(Frozen):
                 continue
             for key in sorted(values):
                 origin = self.provenance[f"{section}.{key}"]
-                rows.append((f"{section}.{key}", repr(values[key]), f"{origin.source}: {origin.reason}"))
+                rows.append((f"{section}.{key}", repr(thaw(values[key])), f"{origin.source}: {origin.reason}"))
         width = max(len(name) for name, _, _ in rows)
         value_width = min(max(len(value) for _, value, _ in rows), VALUE_WIDTH)
         lines = [f"plan for {self.hardware.name}"]
@@ -356,7 +375,7 @@ def plan(
     )
     lean = _lean_memory(spec, hardware, estimate, provenance)
     chat = _chat(spec, provenance)
-    notes += _engines(training, hardware, estimate is not None)
+    notes += _engines(spec, training, hardware, estimate is not None)
     return Plan(
         task=spec.task,
         hardware=hardware,
@@ -399,11 +418,11 @@ def _chat(spec: Spec, provenance: dict[str, Origin]) -> FrozenDict | None:
     return FrozenDict(values)
 
 
-def _engines(training: dict[str, Any], hardware: Hardware, estimated: bool) -> list[str]:
+def _engines(spec: Spec, training: dict[str, Any], hardware: Hardware, estimated: bool) -> list[str]:
     """What the plan says of the engines it does not model: the memory estimate is one plain process's,
     and FSDP runs only on GPUs (on a CPU accelerate trains plain DDP, and says nothing)."""
     notes = []
-    used = [key for key in ("deepspeed", "fsdp", "torch_compile") if training.get(key)]
+    used = [key for key in ("deepspeed", "fsdp", "torch_compile") if training.get(key) and not spec.zero]
     if used and estimated:
         notes.append(f"memory: the estimate does not model {', '.join(used)}: it is one plain process's")
     if training.get("fsdp") and not hardware.cuda:
@@ -611,6 +630,9 @@ def _setup(
         mixed_precision=bool(training.get("bf16") or training.get("fp16")),
         language_model=rule.vocabulary,
         models=rule.models,
+        zero=spec.zero,
+        offload=spec.offload,
+        shards=hardware.processes,
     )
 
 

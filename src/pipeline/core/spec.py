@@ -274,6 +274,11 @@ class Spec(Frozen):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] | None = None
     """The weights' dtype when loaded: default float32 for a full fine-tune (master weights that take small
     updates), the checkpoint's own (``auto``) for LoRA, whose base weights are frozen."""
+    zero: Literal[1, 2, 3] | None = None
+    """DeepSpeed ZeRO over the training processes: optimizer state (1), and gradients (2), and the weights (3)
+    sharded, each process holding its share; needs DeepSpeed (``pip install -e .[scale]``)."""
+    offload: Literal["optimizer", "parameters"] | None = None
+    """With ``zero``: the optimizer state (and with ``parameters``, stage 3, the weights too) in CPU memory."""
     lean_memory: bool | None = None
     """CPU only: hand freed activations back to the OS (glibc's mmap threshold pinned at 128 KiB): peak RSS
     15-33% lower, steps up to 1.5x slower. Default: on when the estimated peak exceeds half the memory."""
@@ -443,6 +448,22 @@ class Spec(Frozen):
                 f"columns: position {missing[0]} has no name (got {list(self.columns)}); name every column "
                 f"(only the second text of a classification pair may be null), e.g. {list(defaults)}"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _sharding_fits(self) -> Spec:
+        problems = []
+        if self.offload and not self.zero:
+            problems.append(f"offload: moves what ZeRO shards; set zero: too (got offload={self.offload!r}, no zero)")
+        if self.offload == "parameters" and self.zero not in (None, 3):
+            problems.append(f"offload: parameters needs zero: 3, which shards the weights (got zero={self.zero})")
+        for key in ("deepspeed", "fsdp"):
+            if self.zero and self.training.get(key):
+                problems.append(f"zero: the plan writes the DeepSpeed config from it; leave out training.{key} "
+                                f"(got zero={self.zero} and training.{key})")
+        if self.zero and self.quantize:
+            problems.append(f"zero: not planned with 4-bit weights (got zero={self.zero}, quantize); drop one")
+        _raise_if(problems)
         return self
 
     def stride_for(self, maxlength: int) -> int:

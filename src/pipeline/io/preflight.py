@@ -119,6 +119,12 @@ def _model_problems(spec: Spec) -> list[str]:
                 f"maxlength: {spec.maxlength} is beyond the model's {limit} positions; use maxlength: {limit} or less"
             )
             break
+    if spec.zero:
+        import importlib.util
+
+        if importlib.util.find_spec("deepspeed") is None:
+            problems.append(f"zero: {spec.zero} trains with DeepSpeed, which is not installed; "
+                            "pip install -e '.[scale]' (or pip install deepspeed)")
     return problems
 
 
