@@ -120,21 +120,20 @@ def _encode(batch, columns, tokenizer, maxlength, spec, labels, indices):
         except ValueError as e:
             raise DataError(f"template: {e}") from None
         tokens = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)  # cut below
-        ids, mask = tokens["input_ids"], trained(tokens["offset_mapping"], spans)
-        whole = [sum(1 for (s, _), m in zip(tokens["offset_mapping"], mask) if m and a <= s < b) for a, b in spans]
-        if len(ids) > maxlength:
-            if spec.truncation == "drop":
-                continue
-            ids, mask = ids[-maxlength:], mask[-maxlength:]  # the prompt's start goes first; the last answer stays
-        kept = [sum(1 for (s, _), m in zip(tokens["offset_mapping"][-len(ids):], mask) if m and a <= s < b)
-                for a, b in spans]
+        offsets = tokens["offset_mapping"]
+        ids, mask = tokens["input_ids"], trained(offsets, spans)
+        firsts = [next((k for k, (s, _) in enumerate(offsets) if mask[k] and a <= s < b), len(ids)) for a, b in spans]
+        dropped = max(len(ids) - maxlength, 0)  # the prompt's start goes first; the last answer stays
+        if dropped and spec.truncation == "drop":
+            continue
+        ids, mask = ids[dropped:], mask[dropped:]
         found["input_ids"].append(ids)
         found["attention_mask"].append([1] * len(ids))
         found["labels"].append([t if m or spec.train_on == "all" else -100 for t, m in zip(ids, mask)])
         found["answers"].append(len(spans))
-        found["cut"].append(sum(1 for w, k in zip(whole, kept) if k < w))
+        found["cut"].append(sum(1 for first in firsts if first < dropped))
         found["stops"].append(sum(1 for t, m in zip(ids, mask) if m and t == stop))
-        found["shortened"].append(int(len(ids) < len(tokens["input_ids"])))
+        found["shortened"].append(int(dropped > 0))
     return found
 
 

@@ -1,7 +1,8 @@
 """The plan as the shell makes it: the pure plan, with what only the model and the data can say.
 
-**Trainable parameters**, counted on the model itself before anything loads. The memory estimate's formula knows blocks and adapted linears; what else trains (a pooler LoRA adapts,
-a head peft trains in full, the label count, a second model) is the architecture's. So the shell builds
+**Trainable parameters**, counted on the model itself before anything loads. The memory estimate's formula
+knows blocks and adapted linears; what else trains (a pooler LoRA adapts, a head peft trains in full, the
+label count, a second model) is the architecture's. So the shell builds
 the class the run loads from its ``config.json`` on the meta device (no weights read, no memory taken),
 wraps it with the plan's LoRA config as `adapt` does, and counts: the plan's number is the run's.
 
@@ -68,17 +69,28 @@ def _counted(spec: Spec) -> int | None:
         return None
 
 
+def _splits(spec: Spec) -> dict[str, Any] | None:
+    """The spec's train and validation data, read; ``None`` where it cannot be read or has problems (preflight
+    names them when the run loads)."""
+    from pipeline.errors import DataError
+    from pipeline.io import data
+
+    try:
+        read = {field: data.read(getattr(spec, field), field) for field in ("train", "validation")
+                if getattr(spec, field) is not None}
+    except DataError:
+        return None
+    return None if any(data.problems(dataset, spec, field) for field, dataset in read.items()) else read
+
+
 def _labels(spec: Spec) -> Any:
     """The labels the run will read from the data (the head's size), for tasks that have them."""
     if TASKS[spec.task].read_labels is None:
         return None
     from pipeline.io import data
 
-    read = {field: data.read(getattr(spec, field), field) for field in ("train", "validation")
-            if getattr(spec, field) is not None}
-    if any(data.problems(dataset, spec, field) for field, dataset in read.items()):
-        return None
-    return data.labels(read, spec)
+    read = _splits(spec)
+    return data.labels(read, spec) if read else None
 
 
 def data_summary(spec: Spec, plan: Plan) -> tuple[tuple[str, ...], int] | None:
@@ -90,21 +102,14 @@ def data_summary(spec: Spec, plan: Plan) -> tuple[tuple[str, ...], int] | None:
         return None
     from pipeline.errors import DataError
     from pipeline.io import data
-    from pipeline.io.files import model_config
-
-    try:
-        read = {field: data.read(getattr(spec, field), field) for field in ("train", "validation")
-                if getattr(spec, field) is not None}
-    except DataError:
-        return None
-    if any(data.problems(dataset, spec, field) for field, dataset in read.items()):
-        return None
-    tokenizer = _tokenizer(spec.base)
-    if tokenizer is None:
-        return None
     from pipeline.training.stages import maxlength
 
-    length = maxlength(spec.maxlength, plan.maxlength, tokenizer, [_Positions(model_config(spec.base) or {})])
+    read = _splits(spec)
+    loaded = _tokenizer(spec.base) if read else None
+    if loaded is None:
+        return None
+    tokenizer, config = loaded
+    length = maxlength(spec.maxlength, plan.maxlength, tokenizer, [config])
     lines, problems, longest = [], [], 0
     for field, dataset in read.items():
         encoded = data.encode(dataset, spec, tokenizer, length)
@@ -118,17 +123,13 @@ def data_summary(spec: Spec, plan: Plan) -> tuple[tuple[str, ...], int] | None:
     return tuple(lines), longest
 
 
-class _Positions:
-    def __init__(self, config: dict[str, Any]) -> None:
-        self.max_position_embeddings = config.get("max_position_embeddings")
-
-
 @hushed()
-def _tokenizer(base: str) -> Any:
+def _tokenizer(base: str) -> tuple[Any, Any] | None:
+    """The model's tokenizer and config (what bounds its length), or ``None`` where they do not load."""
     try:
-        from transformers import AutoTokenizer
+        from transformers import AutoConfig, AutoTokenizer
 
-        return AutoTokenizer.from_pretrained(base)
+        return AutoTokenizer.from_pretrained(base), AutoConfig.from_pretrained(base)
     except (OSError, ValueError) as e:
         log.debug("data not summarized before loading: %s", e)
         return None
