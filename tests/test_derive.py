@@ -350,3 +350,14 @@ def test_checkpoints_are_limited_to_the_latest_two_unless_the_user_says():
     assert "save_total_limit" not in plan(spec(), CPU).training_args
     assert plan(spec(training={**saving, "save_total_limit": None}), CPU).training_args["save_total_limit"] is None
     assert plan(spec(training={**saving, "save_total_limit": 5}), CPU).training_args["save_total_limit"] == 5
+
+
+def test_qlora_under_fsdp_stores_the_4bit_weights_in_the_compute_dtype():
+    """FSDP shards float parameters only: bitsandbytes' default uint8 storage fails ("Integer parameters are
+    unsupported"), so under FSDP on CUDA the plan stores them as the compute dtype, and says why."""
+    spec = Spec(base="m", train=[{"text": "a", "label": 0}], lora=True, quantize=True,
+                training={"fsdp": "full_shard auto_wrap"})
+    made = plan(spec, Hardware(cuda=True, bf16=True, devices=2, processes=2))
+    assert made.quantization["bnb_4bit_quant_storage"] == made.quantization["bnb_4bit_compute_dtype"] == "bfloat16"
+    assert made.provenance["quantization.bnb_4bit_quant_storage"].source == "pipeline"
+    assert "bnb_4bit_quant_storage" not in plan(evolve(spec, training={}), Hardware(cuda=True, bf16=True)).quantization

@@ -196,6 +196,12 @@ def quantization_kwargs(spec: Spec, hardware: Hardware) -> tuple[dict[str, Any] 
             "quantize: 4-bit and 8-bit weights cannot be trained directly (got quantize without lora); "
             "add lora: true to train adapters on the quantized model (QLoRA)"
         )
+    given = layers[0][2]
+    if spec.training.get("fsdp") and hardware.cuda and "bnb_4bit_quant_storage" not in given:
+        # FSDP flattens and shards parameters of one float dtype: uint8 storage fails ("Integer parameters are
+        # unsupported"), so the packed 4-bit weights are stored as the compute dtype
+        layers.append(("pipeline", "FSDP shards the 4-bit weights only in a float storage: the compute dtype",
+                       {"bnb_4bit_quant_storage": given.get("bnb_4bit_compute_dtype", "bfloat16")}))
     kwargs, origins = _layered(*layers)
     notes = [] if hardware.cuda else ["quantize: kept on a CPU (quantize_on_cpu); bitsandbytes runs 4-bit there"]
     if hardware.cuda and not hardware.bf16 and str(kwargs.get("bnb_4bit_compute_dtype")) in ("bfloat16", "torch.bfloat16"):
