@@ -231,9 +231,6 @@ def test_a_sweep_frees_each_trial_before_the_next_loads(spec_file, tmp_path, mon
     import gc
 
     import torch
-    from typer.testing import CliRunner
-
-    from pipeline import cli
 
     from pipeline.training import stages
 
@@ -246,10 +243,8 @@ def test_a_sweep_frees_each_trial_before_the_next_loads(spec_file, tmp_path, mon
 
     start = stages.start
     monkeypatch.setattr(stages, "start", counted)
-    monkeypatch.chdir(tmp_path)
-    result = CliRunner().invoke(cli.app, ["sweep", str(spec_file), "--grid", "lora.r=2,4,8", "-q",
-                                          "--set", "training.max_steps=1"])
-    assert result.exit_code == 0, result.output
+    result = pipeline("sweep", spec_file, "--grid", "lora.r=2,4,8", "-q", "--set", "training.max_steps=1", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
     assert alive[1] == alive[2] == alive[0], alive  # no model of an earlier trial alive when the next one starts
 
 

@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import os
+import random
 import sys
 import time
 from pathlib import Path
@@ -180,6 +181,21 @@ def sweep_folder(spec: Spec, grid: dict[str, list[Any]], ranges: dict[str, Any],
     return Path("runs") / f"sweep-{key}"
 
 
+def _study(optuna: Any, storage: str | None, name: str, **kwargs: Any) -> Any:
+    """The study ``name``: created, or loaded where another worker made it. Workers starting together race to
+    create the storage's tables (one sees them half made: "table ... already exists"); the loser retries."""
+    if storage is None:
+        return optuna.create_study(study_name=name, **kwargs)
+    from sqlalchemy.exc import SQLAlchemyError
+
+    for attempt in range(5):
+        try:
+            return optuna.create_study(storage=storage, study_name=name, load_if_exists=True, **kwargs)
+        except SQLAlchemyError:
+            time.sleep(0.2 * (attempt + 1) + random.random() / 5)
+    return optuna.create_study(storage=storage, study_name=name, load_if_exists=True, **kwargs)  # or its error
+
+
 def _optuna(trial: Any, choices: dict[str, list[Any]], drawn: dict[str, Range], trials: int, seed: int, metric: str,
             maximize: bool, storage: str | None = None, name: str = "sweep") -> Any:
     """Optuna's TPE sampler suggests each trial from the ones before; its median pruner stops a trial
@@ -197,9 +213,8 @@ def _optuna(trial: Any, choices: dict[str, list[Any]], drawn: dict[str, Range], 
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     worker = seed if storage is None else int.from_bytes(os.urandom(4), "little")
-    study = optuna.create_study(direction="maximize" if maximize else "minimize", storage=storage, study_name=name,
-                                load_if_exists=True, sampler=optuna.samplers.TPESampler(seed=worker),
-                                pruner=optuna.pruners.MedianPruner(n_startup_trials=2))
+    study = _study(optuna, storage, name, direction="maximize" if maximize else "minimize",
+                   sampler=optuna.samplers.TPESampler(seed=worker), pruner=optuna.pruners.MedianPruner(n_startup_trials=2))
     done = 0
     while (len(study.get_trials(deepcopy=False)) if storage else done) < trials:
         asked = study.ask()
