@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test check bench clean
+.PHONY: demo test test-scale check bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest
+
+# Launches that take the machine: torchrun as two nodes (about 30 s here). CI runs it after `make test`.
+test-scale: $(VENV)/.installed
+	$(BIN)/python -m pytest -m scale
 
 # The fast loop: the pure core and the quick shell tests (no model is trained or loaded), under a minute.
 check: $(VENV)/.installed

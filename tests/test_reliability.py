@@ -316,3 +316,32 @@ def test_a_group_torchrun_restarted_resumes_from_the_latest_checkpoint_by_itself
     assert f"resuming from {tmp_path / 'restarted' / 'checkpoint-4'}" in caplog.text
     first = restarted.model.state_dict()
     assert all(torch.equal(value, first[key]) for key, value in whole.model.state_dict().items())
+
+
+@pytest.mark.scale
+def test_torchrun_as_two_nodes_trains_the_weights_of_two_processes_on_one(models, tmp_path):
+    """``torchrun --nnodes 2`` on localhost (one process a node) against ``--nproc_per_node 2``: the same
+    adapter, torch.equal; one run folder, written by the first node's process."""
+    from safetensors.torch import load_file
+
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in sentiment(64)))
+    spec = {"base": models["bert"], "train": "train.jsonl", "lora": True, "maxlength": 32,
+            "training": {"learning_rate": 1e-2, "max_steps": 8, "per_device_train_batch_size": 4, "seed": 0}}
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+
+    def launch(output, *args):
+        return subprocess.Popen([torchrun, *args, "-m", "pipeline.cli", "train", "spec.yaml", "-o", output, "-q"],
+                                cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+
+    one = launch("one", "--nproc_per_node", "2", "--master_port", "29581")
+    assert one.wait(timeout=300) == 0, one.stderr.read()[-3000:]
+    nodes = [launch("two", "--nnodes", "2", "--node_rank", str(rank), "--nproc_per_node", "1", "--master_addr",
+                    "localhost", "--master_port", "29582") for rank in (0, 1)]
+    outs = [node.communicate(timeout=300) for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], [err[-3000:] for _, err in outs]
+    assert outs[0][0].count("train_loss") == 1 and "train_loss" not in outs[1][0]  # one results table: rank 0's
+    a, b = (load_file(str(tmp_path / name / "adapter_model.safetensors")) for name in ("one", "two"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert json.loads((tmp_path / "two" / "plan.json").read_text())["hardware"]["processes"] == 2
