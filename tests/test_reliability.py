@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -345,3 +346,43 @@ def test_torchrun_as_two_nodes_trains_the_weights_of_two_processes_on_one(models
     a, b = (load_file(str(tmp_path / name / "adapter_model.safetensors")) for name in ("one", "two"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert json.loads((tmp_path / "two" / "plan.json").read_text())["hardware"]["processes"] == 2
+
+
+@pytest.mark.scale
+def test_sigterm_to_torchrun_stops_every_rank_at_one_checkpoint_that_resumes(models, tmp_path):
+    """SIGTERM to torchrun (as a scheduler sends it): both ranks stop after the same step and save one complete
+    checkpoint (both ranks' RNG states), said once; resuming from it ends at the uninterrupted run's adapter."""
+    from safetensors.torch import load_file
+
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in sentiment(480)))
+    spec = {"base": models["bert"], "train": "train.jsonl", "lora": True, "maxlength": 64,
+            "training": {"learning_rate": 1e-2, "max_steps": 120, "per_device_train_batch_size": 4, "seed": 0,
+                         "save_strategy": "steps", "save_steps": 30, "save_total_limit": None}}
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+
+    def launch(output, port, *settings):
+        return subprocess.Popen([torchrun, "--nproc_per_node", "2", "--master_port", str(port), "-m", "pipeline.cli",
+                                 "train", "spec.yaml", "-o", output, *settings], cwd=tmp_path,
+                                env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+
+    stopped = launch("stopped", 29583)
+    first = tmp_path / "stopped" / "checkpoint-30" / "trainer_state.json"
+    deadline = time.time() + 240
+    while not first.is_file() and stopped.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    assert stopped.poll() is None, "the run ended before its first checkpoint"
+    stopped.send_signal(signal.SIGTERM)
+    _, err = stopped.communicate(timeout=300)
+    assert err.count("training stopped by SIGTERM after step") == 1, err[-3000:]  # said once, by rank 0
+    step = int(re.search(r"after step (\d+)", err).group(1))
+    saved = tmp_path / "stopped" / f"checkpoint-{step}"
+    assert 30 < step < 120 and {"rng_state_0.pth", "rng_state_1.pth", "trainer_state.json"} <= {
+        p.name for p in saved.iterdir()}
+    resumed = launch("stopped", 29584, "--set", "checkpoint=true")
+    assert resumed.wait(timeout=300) == 0, resumed.stderr.read()[-3000:]
+    whole = launch("whole", 29585)
+    assert whole.wait(timeout=300) == 0, whole.stderr.read()[-3000:]
+    a, b = (load_file(str(tmp_path / name / "adapter_model.safetensors")) for name in ("whole", "stopped"))
+    assert all(torch.equal(a[k], b[k]) for k in a)

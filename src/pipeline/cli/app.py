@@ -405,9 +405,10 @@ def main() -> None:
     except Interrupted as e:
         if debug:
             raise
-        typer.echo(f"\n{e}", err=True)
-        if e.checkpoint:
-            typer.echo("resume: the same command with --set checkpoint=true", err=True)
+        if main_process():  # under torchrun every rank stops; one says so
+            typer.echo(f"\n{e}", err=True)
+            if e.checkpoint:
+                typer.echo("resume: the same command with --set checkpoint=true", err=True)
         raise SystemExit(128 + e.signal) from None
     except PipelineError as e:
         if debug:

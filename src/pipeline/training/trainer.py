@@ -340,6 +340,12 @@ class StopOnSignal(transformers.TrainerCallback):
         self.signal: int | None = None
 
     def on_step_end(self, args, state, control, **kwargs):
+        if torch.distributed.is_available() and torch.distributed.is_initialized() and args.world_size > 1:
+            # A signal reaches the ranks at different steps (a node's only, when one node is preempted): all stop
+            # after the same step, or those going on wait for the stopped ones in their next collective.
+            flag = torch.tensor([self.signal or 0], device=args.device)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            self.signal = int(flag.item()) or None
         if self.signal is not None:
             control.should_training_stop = True
             control.should_save = bool(args.output_dir)
