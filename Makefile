@@ -25,7 +25,8 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest
 
-# Launches that take the machine: torchrun as two nodes (about 30 s here). CI runs it after `make test`.
+# Launches that take the machine: torchrun as two nodes, SIGTERM to torchrun, DeepSpeed ZeRO (about 1.5 min here).
+# CI runs it after `make test`.
 test-scale: $(VENV)/.installed
 	$(BIN)/python -m pytest -m scale
 
