@@ -423,3 +423,16 @@ def test_sharding_that_cannot_be_planned_is_refused(fields, message):
 
     with pytest.raises(SpecError, match=message):
         Spec(base="m", task="language-generation", train=ROWS, **fields)
+
+
+def test_a_smaller_batch_offered_keeps_the_effective_batch_when_it_is_not_a_power_of_two():
+    """Batch 12 halved to 6, 3, 1: 2, 4 and 12 accumulation steps (doubling the steps would offer 1 x 8)."""
+    m = shape(TINY)
+    setup = Setup(task="language-generation", batch=12, tokens=2048, language_model=True)
+    needed = memory(m, setup).total
+    for available in (needed * 2 // 3, needed // 4, needed // 20):
+        offered = [s for s in memory(m, setup, available).suggestions
+                   if "training.per_device_train_batch_size" in s.settings]
+        for suggestion in offered:
+            batch = suggestion.settings["training.per_device_train_batch_size"]
+            assert batch * suggestion.settings["training.gradient_accumulation_steps"] == 12, suggestion

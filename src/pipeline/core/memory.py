@@ -36,7 +36,7 @@ The constants are measured on real runs: ``bench/MEMORY.md`` holds the compariso
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -602,6 +602,15 @@ def roomy(total: int, available: int) -> bool:
     return total * (1 + HEADROOM) <= available
 
 
+def smaller_batches(setup: Setup) -> Iterator[tuple[int, int]]:
+    """The batch halved down to 1, each with the accumulation steps that keep the effective batch (batch x
+    steps; the nearest below where the halved batch does not divide it)."""
+    effective, batch = setup.batch * setup.accumulation, setup.batch
+    while batch > 1:
+        batch //= 2
+        yield batch, effective // batch
+
+
 def _suggest(model: Shape, setup: Setup, available: int) -> tuple[Suggestion, ...]:
     """Single changes that make ``setup`` fit ``available`` with `HEADROOM` to spare (or, if none does, all of
     them together)."""
@@ -610,12 +619,10 @@ def _suggest(model: Shape, setup: Setup, available: int) -> tuple[Suggestion, ..
     if not _checkpointing(setup):
         options.append(({"training.gradient_checkpointing": True}, {"checkpointing": True},
                         "recompute activations in the backward pass; about 20-30% slower"))
-    batch, accumulate = setup.batch, 1
-    while batch > 1:
-        batch, accumulate = batch // 2, accumulate * 2
+    for batch, steps in smaller_batches(setup):
         if fits(batch=batch) or batch == 1:
             options.append(({"training.per_device_train_batch_size": batch,
-                             "training.gradient_accumulation_steps": setup.accumulation * accumulate}, {"batch": batch},
+                             "training.gradient_accumulation_steps": steps}, {"batch": batch},
                             f"the same effective batch of {setup.batch * setup.accumulation}"))
             break
     if setup.device == "cuda" and not setup.zero and not setup.quantized_bits:

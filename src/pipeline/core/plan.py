@@ -14,7 +14,7 @@ from pipeline.core.frozen import Frozen, FrozenDict, FrozenMapping, thaw
 from pipeline.core.fields import FALSE_MEANS_NO
 from pipeline.errors import HardwareError, SpecError
 from pipeline.core.hardware import Hardware
-from pipeline.core.memory import Memory, Setup, Shape, memory, roomy, shape
+from pipeline.core.memory import Memory, Setup, Shape, memory, roomy, shape, smaller_batches
 from pipeline.core.spec import LORA_DEFAULTS, QUANTIZE_DEFAULTS, TRAINING_DEFAULTS, Spec
 from pipeline.tasks import TASKS
 
@@ -561,10 +561,8 @@ def _smaller_batch(spec: Spec, model: Shape, base: Setup, halved: int, hardware:
     accumulation steps, why); ``None`` when the user set the batch or no batch fits."""
     if "per_device_train_batch_size" in spec.training:
         return None
-    length, batch = base.tokens, base.batch
-    while batch > 1:
-        batch //= 2
-        steps = base.accumulation * base.batch // batch
+    length = base.tokens
+    for batch, steps in smaller_batches(base):
         if roomy(memory(model, replace(base, batch=batch, accumulation=steps)).total, hardware.available):
             why = (f"keeps maxlength {length} (the model's length, not halved to {halved}) in batches of {batch} x "
                    f"{steps} accumulation steps: the same effective batch of {base.batch * base.accumulation} "
