@@ -252,9 +252,13 @@ def _ignored(spec: Spec) -> list[str]:
     rule = TASKS[spec.task]
     return [
         f"{field}: ignored, {spec.task} does not use it"
-        for field in ("merge", "prefix", "stride", "generator", "template", "train_on", "truncation", "packing")
+        for field in TASK_FIELDS
         if field in spec.model_fields_set and field not in rule.fields
     ]
+
+
+TASK_FIELDS = tuple(sorted(set().union(*(task.fields for task in TASKS.values()))))
+"""The spec fields some task reads and others ignore (`Task.fields`)."""
 
 
 VALUE_WIDTH = 40
@@ -408,9 +412,9 @@ def _chat(spec: Spec, provenance: dict[str, Origin]) -> FrozenDict | None:
     if spec.task != "chat":
         return None
     given = spec.model_fields_set
-    template = spec.template if spec.template is None or len(spec.template) < 30 else "a Jinja string"
-    values = {"template": template or "the tokenizer's", "train_on": spec.train_on, "truncation": spec.truncation,
-              "packing": spec.packing}
+    template = ("the tokenizer's" if spec.template is None else spec.template if len(spec.template) < 30
+                else "a Jinja string")
+    values = {"template": template, "train_on": spec.train_on, "truncation": spec.truncation, "packing": spec.packing}
     reasons = {
         "template": "the chat template in tokenizer_config.json" if spec.template is None else "template",
         "train_on": "the loss on each answer and its end-of-turn marker" if spec.train_on == "answers" else "train_on",

@@ -17,7 +17,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from pipeline.errors import DataError, SpecError
-from pipeline.tasks.task import Kit, Task, masked_vocabulary, rows
+from pipeline.tasks.generation import distill
+from pipeline.tasks.task import Kit, Task, rows
 
 TEMPLATES = {
     # ChatML: <|im_start|>role\ncontent<|im_end|>\n per turn.
@@ -69,6 +70,18 @@ def _adopt(tokenizer: Any, spec: Any) -> None:
         tokenizer.chat_template = template_of(spec.template, None, spec.base)
 
 
+def renderer(tokenizer: Any, template: str) -> Render:
+    """``template`` applied by the tokenizer, as text (no messages: nothing, as before a first turn)."""
+
+    def render(messages: Sequence[Mapping[str, str]], prompt: bool) -> str:
+        if not messages:
+            return ""
+        return tokenizer.apply_chat_template(list(messages), chat_template=template, tokenize=False,
+                                             add_generation_prompt=prompt)
+
+    return render
+
+
 def conversation(batch: Mapping[str, list[Any]], columns: Sequence[str | None], i: int) -> list[dict[str, str]]:
     """Row ``i`` as messages: its messages column, or its prompt and completion as a user turn and its answer."""
     if len(columns) == 2 and columns[1]:
@@ -103,13 +116,7 @@ def trained(offsets: Sequence[tuple[int, int]], spans: Sequence[tuple[int, int]]
 
 def _encode(batch, columns, tokenizer, maxlength, spec, labels, indices):
     template = template_of(spec.template, getattr(tokenizer, "chat_template", None), spec.base)
-
-    def render(messages: Sequence[Mapping[str, str]], prompt: bool) -> str:
-        if not messages:  # an answer first: nothing before it
-            return ""
-        return tokenizer.apply_chat_template(list(messages), chat_template=template, tokenize=False,
-                                             add_generation_prompt=prompt)
-
+    render = renderer(tokenizer, template)
     stop = stop_token(tokenizer, template)
     found: dict[str, list[Any]] = {"input_ids": [], "attention_mask": [], "labels": [], "answers": [], "cut": [],
                                    "stops": [], "shortened": []}
@@ -188,19 +195,18 @@ def reply(items: list[Any], kit: Kit) -> list[dict[str, Any]]:
     at (a long conversation loses its start, as in training). A conversation that ends with an answer is asked
     again, the answer kept as ``expected``."""
     template = template_of(kit.document.get("template"), getattr(kit.tokenizer, "chat_template", None), "the run")
+    render, stop_ids = renderer(kit.tokenizer, template), stops(kit.tokenizer, template)
     options = {"max_new_tokens": REPLY_TOKENS, "do_sample": False} | kit.generation
     found = []
     for item in items:
         messages = [{"role": "user", "content": item}] if isinstance(item, str) else list(item)
         expected = messages.pop()["content"] if messages and messages[-1]["role"] == "assistant" else None
-        text = kit.tokenizer.apply_chat_template(messages, chat_template=template, tokenize=False,
-                                                 add_generation_prompt=True)
-        batch = kit.tokenize(text, add_special_tokens=False, truncation=False)
+        batch = kit.tokenize(render(messages, True), add_special_tokens=False, truncation=False)
         room = max(kit.length - min(options["max_new_tokens"], kit.length // 2), 1)
         prompt = {key: batch[key][:, -room:] for key in ("input_ids", "attention_mask")}
         new_tokens = min(options["max_new_tokens"], kit.length - prompt["input_ids"].shape[1])
         out = kit.model.generate(**prompt, **(options | {"max_new_tokens": new_tokens}),
-                                 eos_token_id=stops(kit.tokenizer, template), pad_token_id=kit.tokenizer.pad_token_id)
+                                 eos_token_id=stop_ids, pad_token_id=kit.tokenizer.pad_token_id)
         answer = kit.tokenizer.decode(out[0][prompt["input_ids"].shape[1]:], skip_special_tokens=True).strip()
         found.append({"input": item, "text": answer} | ({"expected": expected} if expected is not None else {}))
     return found
@@ -217,7 +223,7 @@ def _said(prediction: dict[str, Any]) -> str:
 def end_marker(tokenizer: Any, template: str) -> str:
     """What the template puts after an answer's text (its end-of-turn marker), whitespace stripped."""
     messages = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "ANSWER"}]
-    text = tokenizer.apply_chat_template(messages, chat_template=template, tokenize=False)
+    text = renderer(tokenizer, template)(messages, False)
     return text[text.rindex("ANSWER") + len("ANSWER"):].strip()
 
 
@@ -255,7 +261,7 @@ TASK = Task(
     distillation="KL of softmax(logits/T) over the vocabulary per trained (answer) token",
     encode=_encode,
     collate=lambda library, tokenizer, model, seed: library.DataCollatorForSeq2Seq(tokenizer, padding=True),
-    distill=lambda student, teacher, inputs, kl, problem: masked_vocabulary(student, teacher, inputs, kl, shift=True),
+    distill=distill,
     predict=reply,
     said=_said,
     check=_check,

@@ -23,6 +23,11 @@ def generate(items: list[Any], kit: Kit, prefix: str = "", continues: bool = Tru
     return found
 
 
+def distill(student: Any, teacher: Any, inputs: Any, kl: Any, problem: Any) -> Any:
+    """A causal LM's `Task.distill`: the softened-vocabulary KL at each labelled next token."""
+    return masked_vocabulary(student, teacher, inputs, kl, shift=True)
+
+
 def said(prediction: dict[str, Any]) -> str:
     """A generated text as a line: the input, then what the model wrote."""
     return f"{shown(prediction)}  ->  {prediction['text']}"
@@ -40,7 +45,7 @@ TASK = Task(
     distillation="KL of softmax(logits/T) over the vocabulary per predicted token",
     encode=encode_blocks,
     collate=lambda library, tokenizer, model, seed: library.DataCollatorForLanguageModeling(tokenizer, mlm=False),
-    distill=lambda student, teacher, inputs, kl, problem: masked_vocabulary(student, teacher, inputs, kl, shift=True),
+    distill=distill,
     predict=generate,
     said=said,
     check=check_texts,

@@ -430,7 +430,7 @@ def train(run: Run) -> Run:
     eval_set, scores = None, {}
     if run.eval_data:
         encoded = data.encode(run.eval_data, spec, run.tokenizer, maxlength, run.labels, windows=True)
-        _summarized(spec, encoded, "validation")
+        encoded = _summarized(spec, encoded, "validation")
         eval_set, scores = scoring(spec, run.labels, run.eval_data, encoded)
     train_set = _summarized(spec, train_set, "train")
     args = Arguments(**thaw(run.plan.training_args))
