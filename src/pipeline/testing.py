@@ -10,7 +10,7 @@ import random
 from pathlib import Path
 from typing import Any
 
-__all__ = ["conversations", "questions", "sentences", "sentiment", "truncated", "tiny_models"]
+__all__ = ["conversations", "questions", "search_pairs", "sentences", "sentiment", "truncated", "tiny_models"]
 
 COLORS = ["red", "blue", "green", "black", "white", "yellow"]
 THINGS = ["car", "house", "door", "ball", "hat", "boat"]
@@ -25,6 +25,28 @@ def sentences(n: int, seed: int = 0) -> list[str]:
         f"the {rnd.choice(THINGS)} is {rnd.choice(COLORS)} and the {rnd.choice(THINGS)} is {rnd.choice(COLORS)}"
         for _ in range(n)
     ]
+
+
+CODES = {"red": "vermo", "blue": "azil", "green": "grunt", "black": "nox", "white": "blanq", "yellow": "sulf",
+         "orange": "tanj", "purple": "violo"}
+"""A made-up word per colour: queries say the code, passages the colour, so a model must learn the mapping."""
+
+ASKED = ["where is the {code} {thing}?", "which room has the {code} {thing}", "looking for the {code} {thing}"]
+
+
+def search_pairs(held_out: bool = False, asked: int = 3, things: list[str] | None = None) -> list[dict[str, str]]:
+    """Query/passage pairs whose wording differs: the query names a colour by its made-up code (`CODES`), the
+    passage by the colour. Each (colour, thing) is one passage; ``asked`` phrasings of its query each make a pair.
+    A quarter of the colour/thing combinations are held out (``held_out``: those; else the rest), so held-out
+    retrieval needs the codes learnt from other things."""
+    found = []
+    for c, (colour, code) in enumerate(CODES.items()):
+        for t, thing in enumerate(things or THINGS):
+            if ((c + t) % 4 == 0) != held_out:
+                continue
+            passage = f"The {colour} {thing} is kept in room {10 * c + t}, on the shelf by the window."
+            found += [{"anchor": q.format(code=code, thing=thing), "positive": passage} for q in ASKED[:asked]]
+    return found
 
 
 def sentiment(n: int, seed: int = 0) -> list[dict[str, str]]:

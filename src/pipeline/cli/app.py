@@ -319,7 +319,7 @@ def runs(
 def predict(
     run: Annotated[Path, typer.Argument(help="a run folder")],
     texts: Annotated[list[str] | None, typer.Argument(help="inputs (question answering: questions, see --context)")] = None,
-    file: Annotated[Path | None, typer.Option("--file", help="inputs: a text per line, or JSON lines with the task's columns")] = None,
+    file: Annotated[Path | None, typer.Option("--file", help="inputs: a text per line, or JSON lines with the task's columns; embeddings: the corpus the texts rank")] = None,
     context: Annotated[str | None, typer.Option("--context", help="question answering: the context the questions ask about")] = None,
     format: Annotated[Listing, typer.Option("--format", "-f", help="text, or json: one JSON object per line")] = Listing.text,
     max_new_tokens: Annotated[int | None, typer.Option(help="generating tasks: new tokens at most")] = None,
@@ -327,9 +327,10 @@ def predict(
     temperature: Annotated[float | None, typer.Option(help="with --sample: the softmax temperature")] = None,
     top_p: Annotated[float | None, typer.Option(help="with --sample: nucleus sampling's probability mass")] = None,
 ) -> None:
-    """Try a trained run on a few inputs: labels with scores, generated text, chat replies, answers, mask fills."""
+    """Try a trained run on a few inputs: labels with scores, generated text, chat replies, answers, mask fills,
+    a corpus ranked for each query (embeddings: `pipeline predict RUN "query" --file corpus.jsonl`)."""
     from pipeline.training.inference import predict as predict_all
-    from pipeline.training.inference import read_inputs, run_task
+    from pipeline.training.inference import read_corpus, read_inputs, run_task
 
     _logging(quiet=True)
     task = run_task(run)
@@ -338,7 +339,10 @@ def predict(
         if inputs and not context:
             raise SpecError("predict: question answering needs --context TEXT for the questions (or --file JSONL)")
         inputs = [(question, context) for question in inputs]
-    if file:
+    corpus = None
+    if file and TASKS[task].sentences is not None:  # embeddings: the texts are queries, the file what they rank
+        corpus = read_corpus(file)
+    elif file:
         inputs += read_inputs(file, task)
     if not inputs:
         raise SpecError("predict: no inputs; give texts after the run folder, or --file FILE")
@@ -346,7 +350,7 @@ def predict(
         raise SpecError("predict: --temperature and --top-p shape sampling; add --sample (greedy by default)")
     options = {"max_new_tokens": max_new_tokens, "do_sample": sample or None, "temperature": temperature, "top_p": top_p}
     generation = {key: value for key, value in options.items() if value is not None}
-    for prediction in predict_all(run, inputs, task, generation=generation):
+    for prediction in predict_all(run, inputs, task, generation=generation, corpus=corpus):
         typer.echo(json.dumps(prediction, default=str) if format is Listing.json else TASKS[task].said(prediction))
 
 

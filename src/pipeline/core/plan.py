@@ -61,7 +61,7 @@ def training_kwargs(spec: Spec, hardware: Hardware) -> Derived:
     layers.append(_mixed_precision(spec, hardware))
     # Log the loss ~50 times a run (a fraction of the total steps): enough for a loss curve.
     layers.append(("pipeline", "a loss curve of about 50 points", {"logging_steps": 0.02}))
-    if not rule.language_model or spec.merge is None:
+    if rule.sentences is None and (not rule.language_model or spec.merge is None):
         # Padding is the dominant cost on mixed-length text: batches of similar length pad little.
         layers.append(
             ("task", "batches from length buckets (texts up to 64 tokens at random): less padding, classes mixed",
@@ -296,6 +296,8 @@ class Plan(Frozen):
     """The estimated peak memory, when the model's config was given to `plan`."""
     chat: FrozenMapping | None = None
     """chat: the template, the tokens in the loss, the truncation rule and packing."""
+    contrastive: FrozenMapping | None = None
+    """embeddings: the loss, its scale, the candidates each anchor is scored against, the batch sampler."""
     data: tuple[str, ...] = ()
     """What the data gives training, counted by the shell with the tokenizer (`training.planning`; chat:
     conversations, trained tokens and their share, answers cut, end-of-turn markers trained)."""
@@ -308,7 +310,7 @@ class Plan(Frozen):
             if value is not None:
                 origin = self.provenance.get(key)
                 rows.append((key, str(value), f"{origin.source}: {origin.reason}" if origin else "task"))
-        sections = ("training_args", "quantization", "lora") + tuple(s for s in ("distillation", "chat") if getattr(self, s))
+        sections = ("training_args", "quantization", "lora") + tuple(s for s in ("distillation", "chat", "contrastive") if getattr(self, s))
         for section in sections:
             values = getattr(self, section)
             if values is None:
@@ -363,6 +365,8 @@ def plan(
             results[name] = derive()
         except SpecError as e:
             errors.append(e)
+    if rule.sentences is not None:
+        errors += _unsupported(spec, bool(results.get("quantization", (None,))[0]))
     if errors:
         kind = HardwareError if all(isinstance(e, HardwareError) for e in errors) else SpecError
         raise kind([p for e in errors for p in e.problems])
@@ -385,6 +389,7 @@ def plan(
     )
     lean = _lean_memory(spec, hardware, estimate, provenance)
     chat = _chat(spec, provenance)
+    contrastive = _contrastive(spec, hardware, training, provenance)
     notes += _engines(spec, training, hardware, estimate is not None)
     return Plan(
         task=spec.task,
@@ -403,6 +408,7 @@ def plan(
         lean_memory=lean,
         memory=estimate,
         chat=chat,
+        contrastive=contrastive,
         notes=tuple(notes + _ignored(spec)),
     )
 
@@ -425,6 +431,36 @@ def _chat(spec: Spec, provenance: dict[str, Origin]) -> FrozenDict | None:
     }
     for key in values:
         provenance[f"chat.{key}"] = Origin(source="user" if key in given else "task", reason=reasons[key])
+    return FrozenDict(values)
+
+
+def _unsupported(spec: Spec, quantized: bool) -> list[SpecError]:
+    """What a sentence-transformers task does not do yet: distill, train 4-bit weights (``quantized``: the plan
+    would, where ``quantize`` is not dropped for want of CUDA)."""
+    problems = []
+    if isinstance(spec.base, tuple):
+        problems.append(f"base: {spec.task} loads its model with sentence-transformers, from a folder or hub id (got a "
+                        "loaded pair); save the model and give its folder")
+    if spec.teacher is not None:
+        problems.append(f"teacher: {spec.task} does not distill yet (got teacher={spec.teacher!r}); remove teacher")
+    if quantized:
+        problems.append(f"quantize: {spec.task} trains unquantized weights for now (got quantize={thaw(spec.quantize)!r}); "
+                        "remove quantize (LoRA alone keeps the base weights frozen)")
+    return [SpecError(problems)] if problems else []
+
+
+def _contrastive(spec: Spec, hardware: Hardware, training: Mapping[str, Any], provenance: dict[str, Origin]
+                 ) -> FrozenDict | None:
+    """A sentence-transformers task's section (`Sentences.section`), at the batch the plan trains with."""
+    rule = TASKS[spec.task]
+    if rule.sentences is None:
+        return None
+    batch = int(training.get("per_device_train_batch_size", 8))
+    accumulation = int(training.get("gradient_accumulation_steps", 1))
+    values, reasons = rule.sentences.section(spec, batch, accumulation, hardware.processes, rule.columns_of(spec.columns))
+    given = spec.model_fields_set
+    for key in values:
+        provenance[f"contrastive.{key}"] = Origin(source="user" if key in given else "task", reason=reasons[key])
     return FrozenDict(values)
 
 
@@ -621,9 +657,12 @@ def _setup(
     if quantization:
         bits = 4 if quantization.get("load_in_4bit") else 8
     device = "cuda" if hardware.cuda else "mps" if hardware.mps else "xpu" if hardware.xpu else "cpu"
+    batch = int(training.get("per_device_train_batch_size", 8))
+    if rule.sentences:  # each text of a row encoded on its own
+        batch = rule.sentences.forward(spec, batch, rule.columns_of(spec.columns))
     return Setup(
         task=spec.task,
-        batch=int(training.get("per_device_train_batch_size", 8)),
+        batch=batch,
         accumulation=int(training.get("gradient_accumulation_steps", 1)),
         tokens=tokens,
         device=device,

@@ -261,6 +261,12 @@ class Spec(Frozen):
     """chat: a conversation longer than ``maxlength`` loses its start (the prompt first), or is dropped."""
     packing: bool = False
     """chat: each batch's conversations in one row, positions restarting at each (no padding, no attention across)."""
+    loss: Literal["in-batch", "cached"] | None = None
+    """embeddings: in-batch negatives ranking (default), or its cached form (GradCache), which embeds the batch in
+    mini-batches: a large batch (many negatives per anchor) in the memory of a small one."""
+    scale: float = Field(20.0, gt=0)
+    """embeddings: the ranking loss's scale, by which cosine similarities are multiplied before the softmax
+    (1 / temperature)."""
     tokenizers: StrictInt | None = Field(None, ge=1)
     """Processes for tokenizing (``datasets.map(num_proc=...)``)."""
     checkpoint: str | bool | None = None

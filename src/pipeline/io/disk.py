@@ -15,6 +15,8 @@ MODEL_FILES = (
     "config.json", BASE_CONFIG, "generation_config.json", "model*.safetensors*", "pytorch_model*", "adapter_*",
     "tokenizer*", "special_tokens_map.json", "vocab.*", "merges.txt", "added_tokens.json", "*.model", "chat_template*",
     "README.md", "training_args.bin", "generator",
+    # sentence-transformers: its modules (pooling, normalization) and settings, and an adapter beside the whole model
+    "modules.json", "config_sentence_transformers.json", "sentence_bert_config.json", "[0-9]_*", "adapter",
 )
 """What a save writes: replaced as a whole by the next save (an old adapter never outlives a full model)."""
 

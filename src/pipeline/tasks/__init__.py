@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
-from pipeline.tasks import chat, classification, detection, entities, generation, masked, questions, sequences
+from pipeline.tasks import (chat, classification, detection, embeddings, entities, generation, masked, questions,
+                            sequences)
 from pipeline.tasks.task import Labels, Task
 
 __all__ = ["TASKS", "Labels", "Task"]
@@ -24,6 +25,7 @@ TASKS: MappingProxyType[str, Task] = MappingProxyType(
             detection.TASK,
             entities.TASK,
             chat.TASK,
+            embeddings.TASK,
         )
     }
 )

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 from pipeline.errors import DataError
 
-__all__ = ["Kit", "Labels", "Task", "argmax_ids", "blocks", "check_texts", "encode_blocks", "rows", "shown", "text_problems", "texts"]
+__all__ = ["Kit", "Labels", "Sentences", "Task", "argmax_ids", "blocks", "check_texts", "encode_blocks", "rows", "shown", "text_problems", "texts"]
 
 
 class Kit(Protocol):
@@ -32,6 +32,8 @@ class Kit(Protocol):
     length: int
     document: Mapping[str, Any]
     """The run's spec fields that say how its inputs were prepared (task, columns, prefix, stride...)."""
+    corpus: Sequence[str]
+    """Texts the inputs are ranked against, where the caller gave them (embeddings)."""
     generation: Mapping[str, Any]
     """``generate`` options the caller gave (``max_new_tokens``, ``do_sample``, ``temperature``, ``top_p``)."""
 
@@ -73,6 +75,27 @@ class Labels:
             kwargs["id2label"] = {i: str(c) for i, c in enumerate(self.classes)}
             kwargs["label2id"] = {str(c): i for i, c in enumerate(self.classes)}
         return kwargs
+
+
+@dataclass(frozen=True)
+class Sentences:
+    """What a task trained through sentence-transformers names and builds: that library's trainer, its loss and
+    its evaluator take the place of the Trainer's model loss and ``compute_metrics``."""
+
+    trainer: str
+    """The library's trainer class (the shell adds our resume records to it)."""
+    arguments: str
+    """Its `TrainingArguments` subclass."""
+    loss: Callable[[Any, Any, Any, int], Any]
+    """``(library, model, spec, processes) -> loss module``."""
+    evaluator: Callable[[Any, Any, tuple[str | None, ...]], Any]
+    """``(library, rows, columns) -> evaluator`` of held-out rows (its metrics: `Task.metric_names`)."""
+    section: Callable[..., tuple[dict[str, Any], dict[str, str]]]
+    """``(spec, batch, accumulation, processes, columns) -> (values, reasons)``: the plan's ``contrastive``
+    section (pure)."""
+    forward: Callable[[Any, int, tuple[str | None, ...]], int]
+    """``(spec, batch, columns) -> texts``: the texts whose activations a step holds at once (what the memory
+    estimate counts as its batch)."""
 
 
 def _loss_alone(*_: Any) -> tuple[None, None]:
@@ -162,6 +185,8 @@ class Task:
     """Models trained together (token detection: generator and discriminator)."""
     perplexity: bool = False
     """Evaluation reports ``eval_perplexity``, exp of the mean token loss."""
+    sentences: Sentences | None = None
+    """Trained through sentence-transformers (`Sentences`); ``None``: through the Trainer, the model's own loss."""
 
     @property
     def load_class(self) -> str:

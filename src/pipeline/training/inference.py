@@ -17,10 +17,10 @@ from pipeline.training.hush import hushed
 from pipeline.errors import SpecError
 from pipeline.tasks import TASKS
 
-__all__ = ["evaluate", "predict", "read_inputs", "run_task"]
+__all__ = ["evaluate", "predict", "read_corpus", "read_inputs", "run_task"]
 
 def predict(run: Any, inputs: list[Any], task: str | None = None, hardware: Any = None,
-            generation: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+            generation: dict[str, Any] | None = None, corpus: list[str] | None = None) -> list[dict[str, Any]]:
     """One prediction per input, by task:
 
     - text-classification: ``label`` and ``score``, with ``scores`` of every label (multi-label:
@@ -33,6 +33,8 @@ def predict(run: Any, inputs: list[Any], task: str | None = None, hardware: Any 
     - token-detection: ``tokens``, each with the probability it was ``replaced``
     - token-classification: ``entities``, each with its ``entity`` text, ``type``, ``start`` and ``end``
       characters and ``score``
+    - embeddings: ``embedding``, the input's normalized vector; given a ``corpus`` (texts), ``ranked``: the ten
+      corpus texts most similar to the input, each with its cosine ``score``
 
     Each task's module under `pipeline.tasks` says how (its ``predict``).
 
@@ -47,16 +49,17 @@ def predict(run: Any, inputs: list[Any], task: str | None = None, hardware: Any 
     model, tokenizer, document, length, _ = _prepared(run, task, hardware)
     model.eval()
     with torch.no_grad():
-        return TASKS[document["task"]].predict(list(inputs), Kit(model, tokenizer, length, document, generation))
+        kit = Kit(model, tokenizer, length, document, generation, corpus)
+        return TASKS[document["task"]].predict(list(inputs), kit)
 
 
 class Kit:
     """What a task's ``predict`` runs with (`pipeline.tasks.task.Kit`)."""
 
     def __init__(self, model: Any, tokenizer: Any, length: int, document: dict[str, Any],
-                 generation: dict[str, Any] | None = None):
+                 generation: dict[str, Any] | None = None, corpus: list[str] | None = None):
         self.model, self.tokenizer, self.length, self.document = model, tokenizer, length, document
-        self.generation = dict(generation or {})
+        self.generation, self.corpus = dict(generation or {}), list(corpus or [])
 
     def tokenize(self, *texts: Any, **kwargs: Any) -> Any:
         batch = self.tokenizer(*texts, **{"truncation": True, "max_length": self.length, "return_tensors": "pt", **kwargs})
@@ -94,7 +97,7 @@ def _prepared(run: Any, task: str | None, hardware: Any, command: str = "predict
     (`SPEC_FIELDS`, with the task), the length training cut them to (`stages.maxlength`) and the
     plan's evaluation batch size (``None`` where it set none)."""
     from pipeline.core.frozen import thaw
-    from pipeline.training.stages import maxlength
+    from pipeline.training.stages import _parts, maxlength
 
     if hasattr(run, "spec"):
         document, planned = {k: thaw(v) for k, v in run.spec if k in SPEC_FIELDS}, run.plan.model_dump(mode="json")
@@ -103,7 +106,9 @@ def _prepared(run: Any, task: str | None, hardware: Any, command: str = "predict
         document, planned = {k: v for k, v in found.items() if k in SPEC_FIELDS}, _plan(run)
     model, tokenizer, task = _model(run, task or document.get("task"), hardware, command)
     document["task"] = task
-    length = maxlength(document.get("maxlength"), planned.get("maxlength"), tokenizer, [model.config])
+    length = maxlength(document.get("maxlength"), planned.get("maxlength"), tokenizer, [p.config for p in _parts(model)])
+    if TASKS[task].sentences is not None:
+        model.max_seq_length = length
     return model, tokenizer, document, length, (planned.get("training_args") or {}).get("per_device_eval_batch_size")
 
 
@@ -133,6 +138,14 @@ def evaluation(run: Any, source: Any, task: str | None = None, hardware: Any = N
     spec = Spec(**{**document, "base": "run", "train": source})
     dataset = read(spec.train, "data")
     found = problems(dataset, spec, "data")
+    if TASKS[task].sentences is not None:  # its evaluator's metrics (retrieval), as training reports them
+        if found:
+            raise DataError(found)
+        from pipeline.io.data import columns
+        from pipeline.training.stages import library
+
+        scored = TASKS[task].sentences.evaluator(library(), dataset, columns(spec))(model)
+        return {f"eval_{key}": float(value) for key, value in scored.items()}, None
     labels = None
     if TASKS[task].read_labels and not found:
         labels, dataset = _labels(model.config, dataset, spec, found)
@@ -180,8 +193,11 @@ def _model(run: Any, task: str | None, hardware: Any = None, command: str = "pre
     if hasattr(run, "model") and hasattr(run, "spec"):
         from pipeline.training.stages import _parts
 
+        task = task or run.spec.task
+        if TASKS[task].sentences is not None:
+            return run.model, run.tokenizer, task
         model = _parts(run.model)[-1]  # the model a run saves (token detection: its discriminator)
-        return model, run.tokenizer, task or run.spec.task
+        return model, run.tokenizer, task
     from pipeline.io.files import config_file
     from pipeline.io.runs import is_adapter
     from pipeline.training.saved import merged
@@ -193,6 +209,14 @@ def _model(run: Any, task: str | None, hardware: Any = None, command: str = "pre
     task = task or _spec_document(folder, command=command)["task"]
     if task not in TASKS:
         raise SpecError(f"{command}: unknown task {task!r} (tasks: {', '.join(TASKS)})")
+    from pipeline.training.detect import detect
+
+    cuda = (hardware if hardware is not None else detect()).cuda
+    if TASKS[task].sentences is not None:  # saved whole (the adapter merged), as sentence-transformers loads it
+        from pipeline.training.sentences import load
+
+        model = load(str(folder), "auto", cuda)
+        return model, model.tokenizer, task
     if is_adapter(folder):
         model = merged(folder)
     else:
@@ -200,9 +224,7 @@ def _model(run: Any, task: str | None, hardware: Any = None, command: str = "pre
     tokenizer = library().AutoTokenizer.from_pretrained(folder)
     if tokenizer.pad_token is None and tokenizer.eos_token is not None:
         tokenizer.pad_token = tokenizer.eos_token
-    from pipeline.training.detect import detect
-
-    if (hardware if hardware is not None else detect()).cuda:
+    if cuda:
         model = model.to(f"cuda:{os.environ.get('LOCAL_RANK', '0')}")
     return model, tokenizer, task
 
@@ -235,6 +257,25 @@ def _plan(folder: str | Path) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return found if isinstance(found, dict) else {}
+
+
+def read_corpus(path: str | Path) -> list[str]:
+    """Texts to rank from a file: one per line, or JSON lines each with a ``text`` (else its first text value)."""
+    found = []
+    for number, line in enumerate(Path(path).read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            row = line
+        if isinstance(row, dict):
+            texts = [row["text"]] if isinstance(row.get("text"), str) else [v for v in row.values() if isinstance(v, str)]
+            if not texts:
+                raise SpecError(f"{path}: line {number} has no text (got {line[:80]!r}); give a 'text' field")
+            row = texts[0]
+        found.append(row if isinstance(row, str) else str(row))
+    return found
 
 
 def read_inputs(path: str | Path, task: str) -> list[Any]:

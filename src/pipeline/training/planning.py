@@ -54,7 +54,9 @@ def _counted(spec: Spec) -> int | None:
                 return model_class.from_config(config)
 
         task = TASKS[spec.task]
-        if task.load:
+        if task.sentences:  # what trains is the transformer inside (pooling and normalization have no weights)
+            model = skeleton(library().AutoModel, spec.base, kwargs)
+        elif task.load:
             model = task.load(skeleton, library(), spec, kwargs)
         else:
             model = skeleton(getattr(library(), task.model_class), spec.base, kwargs)
@@ -116,7 +118,7 @@ def data_summary(spec: Spec, plan: Plan) -> tuple[tuple[str, ...], int] | None:
         notes, found = task.summary(encoded, field)
         lines += notes
         problems += found
-        if field == "train":
+        if field == "train" and "input_ids" in encoded.column_names:  # tokenized here (not by a later collator)
             longest = max((len(ids) for ids in encoded["input_ids"]), default=0)
     if problems:
         raise DataError(problems)

@@ -11,6 +11,7 @@ import copy
 import json
 import logging
 import os
+import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -165,7 +166,12 @@ def _load_pretrained(run: Run, labels: Labels | None) -> tuple[Any, Any]:
     import transformers
 
     spec, task = run.spec, TASKS[run.spec.task]
-    if isinstance(spec.base, tuple):
+    if task.sentences is not None:
+        from pipeline.training import sentences
+
+        model = sentences.load(spec.base, run.plan.dtype, run.hardware.cuda)
+        tokenizer = model.tokenizer
+    elif isinstance(spec.base, tuple):
         model, tokenizer = spec.base
         tokenizer = copy.deepcopy(tokenizer)  # we may set a pad token: never change the caller's
     else:
@@ -233,6 +239,12 @@ class _Library:
 
         from pipeline.training import detection
 
+        if name == "sentence_transformers":  # with the modules the tasks use loaded
+            import sentence_transformers.sentence_transformer.evaluation
+            import sentence_transformers.sentence_transformer.losses
+            import sentence_transformers.util
+
+            return sentence_transformers
         return getattr(detection, name) if hasattr(detection, name) else getattr(transformers, name)
 
 
@@ -241,10 +253,23 @@ def _configs(model: Any) -> list[Any]:
 
 
 def _parts(model: Any) -> list[Any]:
-    """The transformers models inside ``model`` (two for token detection)."""
+    """The transformers models inside ``model`` (two for token detection, one inside a sentence-transformers model)."""
     from pipeline.training.detection import TokenDetection
 
+    if _sentence_model(model):
+        from pipeline.training.sentences import transformer
+
+        return [transformer(model)]
     return [model.generator, model.discriminator] if isinstance(model, TokenDetection) else [model]
+
+
+def _sentence_model(model: Any) -> bool:
+    """A sentence-transformers model (without importing that library for the other tasks)."""
+    if "sentence_transformers" not in sys.modules:
+        return False
+    from pipeline.training.sentences import is_sentence_model
+
+    return is_sentence_model(model)
 
 
 def _each(model: Any, change: Any) -> Any:
@@ -253,6 +278,10 @@ def _each(model: Any, change: Any) -> Any:
 
     if isinstance(model, TokenDetection):
         return TokenDetection(change(model.generator), change(model.discriminator))
+    if _sentence_model(model):
+        from pipeline.training.sentences import replaced, transformer
+
+        return replaced(model, change(transformer(model)))
     return change(model)
 
 
@@ -426,24 +455,27 @@ def train(run: Run) -> Run:
     if run.model is None:
         raise SpecError("train: the run has no model; put load (and adapt) before train in the chain")
     spec, maxlength = run.spec, _maxlength(run)
+    task = TASKS[spec.task]
     train_set = data.encode(run.train_data, spec, run.tokenizer, maxlength, run.labels)
     eval_set, scores = None, {}
     if run.eval_data:
         encoded = data.encode(run.eval_data, spec, run.tokenizer, maxlength, run.labels, windows=True)
         encoded = _summarized(spec, encoded, "validation")
-        eval_set, scores = scoring(spec, run.labels, run.eval_data, encoded)
+        eval_set, scores = (encoded, {}) if task.sentences else scoring(spec, run.labels, run.eval_data, encoded)
     train_set = _summarized(spec, train_set, "train")
-    args = Arguments(**thaw(run.plan.training_args))
-    existed = bool(args.output_dir) and Path(args.output_dir).exists()
-    trainer_class, distilling = Trainer, {}
-    if run.teacher is not None:
+    trainer_class, arguments, extra = Trainer, Arguments, {}
+    if task.sentences is not None:
+        trainer_class, arguments, extra = _sentences(run, maxlength)
+    elif run.teacher is not None:
         from pipeline.training.distill import Distilling
 
         temperature, alpha = spec.distillation
         trainer_class = Distilling
-        distilling = dict(
-            teacher=run.teacher, temperature=temperature, alpha=alpha, task=TASKS[spec.task], problem=_problem(run.labels)
+        extra = dict(
+            teacher=run.teacher, temperature=temperature, alpha=alpha, task=task, problem=_problem(run.labels)
         )
+    args = arguments(**thaw(run.plan.training_args), **_sampler(run))
+    existed = bool(args.output_dir) and Path(args.output_dir).exists()
     trainer = trainer_class(
         model=run.model,
         args=args,
@@ -453,7 +485,7 @@ def train(run: Run) -> Run:
         data_collator=_collator(run),
         callbacks=[stop := StopOnSignal(), *run.callbacks],
         **scores,
-        **distilling,
+        **extra,
     )
     quiet_progress(trainer)
     if args.output_dir:
@@ -469,6 +501,7 @@ def train(run: Run) -> Run:
     if checkpoint:
         notice.info("resuming from %s", checkpoint)
     _take(run, "train")
+    before = _before(trainer) if task.sentences is not None and checkpoint is None else {}
     try:
         with stop.installed(), frozen_heap():
             result = trainer.train(resume_from_checkpoint=checkpoint)
@@ -479,17 +512,48 @@ def train(run: Run) -> Run:
         step = trainer.state.global_step
         saved = Path(args.output_dir) / f"checkpoint-{step}" if args.output_dir else None
         raise Interrupted(stop.signal, step, str(saved) if saved and saved.is_dir() else None)
-    metrics = dict(result.metrics)
+    metrics = before | dict(result.metrics)
     if eval_set is not None:
         metrics |= trainer.evaluate()
-        metrics |= TASKS[spec.task].after_evaluation(metrics)
+        metrics |= task.after_evaluation(metrics)
     if args.output_dir and args.should_save:
         with hushed():
-            disk.save(run.model, run.tokenizer, args.output_dir, _parts(run.model))
+            if task.sentences is not None:
+                from pipeline.training.sentences import Saved
+
+                disk.save(Saved(run.model), run.tokenizer, args.output_dir, [])
+            else:
+                disk.save(run.model, run.tokenizer, args.output_dir, _parts(run.model))
     run.model.eval()
     log.debug("metrics: %s", metrics)
     history = tuple(FrozenDict(entry) for entry in trainer.state.log_history)
     return replace(run, metrics=FrozenDict(metrics), log_history=history)
+
+
+def _sentences(run: Run, maxlength: int) -> tuple[Any, Any, dict[str, Any]]:
+    """A sentence-transformers task's trainer class, arguments class and what the trainer takes besides: the
+    task's loss and, with validation data, its evaluator. The model reads ``maxlength`` tokens per text."""
+    from pipeline.training import sentences
+
+    spec, built = run.spec, TASKS[run.spec.task].sentences
+    run.model.max_seq_length = maxlength
+    extra: dict[str, Any] = {"loss": built.loss(library(), run.model, spec, run.hardware.processes)}
+    if run.eval_data is not None:
+        extra["evaluator"] = built.evaluator(library(), run.eval_data, data.columns(spec))
+    return sentences.Trainer, sentences.Arguments, extra
+
+
+def _sampler(run: Run) -> dict[str, Any]:
+    """The batch sampler the plan's ``contrastive`` section names (sentence-transformers' arguments take it)."""
+    return {"batch_sampler": run.plan.contrastive["batch_sampler"]} if run.plan.contrastive else {}
+
+
+def _before(trainer: Any) -> dict[str, float]:
+    """The evaluator's metrics of the model before it trains, as ``before_eval_*`` (what training changed)."""
+    if trainer.evaluator is None:
+        return {}
+    found = trainer.evaluator(trainer.model)
+    return {f"before_eval_{key}": float(value) for key, value in found.items()}
 
 
 def merge(run: Run) -> Run:

