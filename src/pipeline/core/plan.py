@@ -75,6 +75,9 @@ def training_kwargs(spec: Spec, hardware: Hardware) -> Derived:
             # One loss per example: averaging "tokens" across processes would scale it by the world size.
             distributed["average_tokens_across_devices"] = False
         layers.append(("hardware", f"{hardware.processes} training processes (DDP)", distributed))
+        if rule.sentences is not None:
+            layers.append(("task", "sentence-transformers pools the token embeddings, so a model's own pooler gets no "
+                           "gradient, which DDP must be told", {"ddp_find_unused_parameters": True}))
     if spec.zero:
         layers.append(("user", f"zero: {spec.zero}" + (f", offload: {spec.offload}" if spec.offload else ""),
                        {"deepspeed": deepspeed_config(spec.zero, spec.offload)}))
@@ -240,7 +243,8 @@ def lora_kwargs(spec: Spec) -> tuple[dict[str, Any] | None, dict[str, Origin], l
     # The task fills in only what the user left out.
     kwargs, origins = _layered(
         ("task", TASK_TYPE_REASON.format(task=spec.task), {"task_type": rule.lora_task}),
-        ("task", "peft trains this head in full, so all-linear must skip it", excluded),
+        ("task", "all-linear skips what trains in full (a head) or not at all (a pooler the task does not use)",
+         excluded),
         ("seed", "seed default", seeded),
         ("user", "lora", {k: v for k, v in given.items() if k not in seeded}),
     )

@@ -175,6 +175,7 @@ TASK = Task(
     summary=summary,
     roles=ROLES,
     fields=frozenset({"loss", "scale"}),
+    lora_exclude=("pooler.dense",),  # BERT's pooler: sentence-transformers pools the token embeddings instead
     hub_tag="sentence-similarity",
     sentences=Sentences(
         trainer="SentenceTransformerTrainer",

@@ -172,7 +172,8 @@ class Task:
     heads: tuple[str, ...] = ()
     """New output heads; kept out of 4-bit quantization, which cannot initialise them."""
     lora_exclude: tuple[str, ...] = ()
-    """Heads peft trains in full for this task type, so "all-linear" LoRA must skip them."""
+    """What "all-linear" LoRA must skip: heads peft trains in full for this task type, layers the task never
+    uses (embeddings: BERT's pooler)."""
     fields: frozenset[str] = frozenset()
     """The task-specific spec fields it reads (``merge``, ``prefix``, ``stride``, ``generator``)."""
     roles: tuple[str, ...] = ()
