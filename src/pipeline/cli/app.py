@@ -320,7 +320,7 @@ def predict(
     run: Annotated[Path, typer.Argument(help="a run folder")],
     texts: Annotated[list[str] | None, typer.Argument(help="inputs (question answering: questions, see --context)")] = None,
     file: Annotated[Path | None, typer.Option("--file", help="inputs: a text per line, or JSON lines with the task's columns; embeddings: the corpus the texts rank")] = None,
-    context: Annotated[str | None, typer.Option("--context", help="question answering: the context the questions ask about")] = None,
+    context: Annotated[str | None, typer.Option("--context", help="question answering: the context the questions ask about; reranking: the passage each query scores")] = None,
     format: Annotated[Listing, typer.Option("--format", "-f", help="text, or json: one JSON object per line")] = Listing.text,
     max_new_tokens: Annotated[int | None, typer.Option(help="generating tasks: new tokens at most")] = None,
     sample: Annotated[bool, typer.Option("--sample", help="generating tasks: sample instead of greedy")] = False,
@@ -328,21 +328,21 @@ def predict(
     top_p: Annotated[float | None, typer.Option(help="with --sample: nucleus sampling's probability mass")] = None,
 ) -> None:
     """Try a trained run on a few inputs: labels with scores, generated text, chat replies, answers, mask fills,
-    a corpus ranked for each query (embeddings: `pipeline predict RUN "query" --file corpus.jsonl`)."""
+    a corpus ranked for each query (embeddings, reranking: `pipeline predict RUN "query" --file corpus.jsonl`)."""
     from pipeline.training.inference import predict as predict_all
     from pipeline.training.inference import read_corpus, read_inputs, run_task
 
     _logging(quiet=True)
     task = run_task(run)
     inputs: list[Any] = list(texts or [])
-    if TASKS[task].inputs > 1:  # question answering: (question, context)
+    ranks = file is not None and TASKS[task].sentences is not None  # the texts are queries, the file what they rank
+    if TASKS[task].inputs > 1 and not ranks:  # question answering: (question, context); reranking: (query, passage)
         if inputs and not context:
-            raise SpecError("predict: question answering needs --context TEXT for the questions (or --file JSONL)")
+            raise SpecError(f"predict: {task} needs --context TEXT, the second text of each pair (or --file "
+                            f"{'CORPUS' if TASKS[task].sentences else 'JSONL'})")
         inputs = [(question, context) for question in inputs]
-    corpus = None
-    if file and TASKS[task].sentences is not None:  # embeddings: the texts are queries, the file what they rank
-        corpus = read_corpus(file)
-    elif file:
+    corpus = read_corpus(file) if ranks else None
+    if file and not ranks:
         inputs += read_inputs(file, task)
     if not inputs:
         raise SpecError("predict: no inputs; give texts after the run folder, or --file FILE")

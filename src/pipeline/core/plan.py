@@ -300,8 +300,9 @@ class Plan(Frozen):
     """The estimated peak memory, when the model's config was given to `plan`."""
     chat: FrozenMapping | None = None
     """chat: the template, the tokens in the loss, the truncation rule and packing."""
-    contrastive: FrozenMapping | None = None
-    """embeddings: the loss, its scale, the candidates each anchor is scored against, the batch sampler."""
+    objective: FrozenMapping | None = None
+    """Tasks trained through sentence-transformers: the loss and what it scores (embeddings: its scale, the
+    candidates each anchor is scored against, the batch sampler)."""
     data: tuple[str, ...] = ()
     """What the data gives training, counted by the shell with the tokenizer (`training.planning`; chat:
     conversations, trained tokens and their share, answers cut, end-of-turn markers trained)."""
@@ -314,7 +315,7 @@ class Plan(Frozen):
             if value is not None:
                 origin = self.provenance.get(key)
                 rows.append((key, str(value), f"{origin.source}: {origin.reason}" if origin else "task"))
-        sections = ("training_args", "quantization", "lora") + tuple(s for s in ("distillation", "chat", "contrastive") if getattr(self, s))
+        sections = ("training_args", "quantization", "lora") + tuple(s for s in ("distillation", "chat", "objective") if getattr(self, s))
         for section in sections:
             values = getattr(self, section)
             if values is None:
@@ -393,7 +394,7 @@ def plan(
     )
     lean = _lean_memory(spec, hardware, estimate, provenance)
     chat = _chat(spec, provenance)
-    contrastive = _contrastive(spec, hardware, training, provenance)
+    objective = _objective(spec, hardware, training, provenance)
     notes += _engines(spec, training, hardware, estimate is not None)
     return Plan(
         task=spec.task,
@@ -412,7 +413,7 @@ def plan(
         lean_memory=lean,
         memory=estimate,
         chat=chat,
-        contrastive=contrastive,
+        objective=objective,
         notes=tuple(notes + _ignored(spec)),
     )
 
@@ -442,19 +443,30 @@ def _unsupported(spec: Spec, quantized: bool) -> list[SpecError]:
     """What a sentence-transformers task does not do yet: distill, train 4-bit weights (``quantized``: the plan
     would, where ``quantize`` is not dropped for want of CUDA)."""
     problems = []
-    if isinstance(spec.base, tuple):
-        problems.append(f"base: {spec.task} loads its model with sentence-transformers, from a folder or hub id (got a "
-                        "loaded pair); save the model and give its folder")
-    if spec.teacher is not None:
+    if spec.mine and (TASKS[spec.task].sentences.mine is None or len([c for c in
+                                                                     TASKS[spec.task].columns_of(spec.columns) if c]) > 2):
+        problems.append(f"mine: {spec.task} mines negatives for (anchor, positive) pairs (got mine={spec.mine} with "
+                        f"columns {[c for c in TASKS[spec.task].columns_of(spec.columns) if c]}); remove mine, or the "
+                        "negative column")
+    for field in ("base", "teacher"):
+        if isinstance(getattr(spec, field), tuple):
+            problems.append(f"{field}: {spec.task} loads its models with sentence-transformers, from a folder or hub id "
+                            "(got a loaded pair); save the model and give its folder")
+    negatives = len([c for c in TASKS[spec.task].columns_of(spec.columns) if c]) > 2
+    if spec.teacher is not None and TASKS[spec.task].sentences.distill is None:
         problems.append(f"teacher: {spec.task} does not distill yet (got teacher={spec.teacher!r}); remove teacher")
+    elif spec.teacher is not None and not negatives:
+        problems.append(f"teacher: {spec.task} distils the teacher's margin between each row's positive and negative, "
+                        "and the data names no negative column; set columns: {anchor: ..., positive: ..., negative: "
+                        "...}")
     if quantized:
         problems.append(f"quantize: {spec.task} trains unquantized weights for now (got quantize={thaw(spec.quantize)!r}); "
                         "remove quantize (LoRA alone keeps the base weights frozen)")
     return [SpecError(problems)] if problems else []
 
 
-def _contrastive(spec: Spec, hardware: Hardware, training: Mapping[str, Any], provenance: dict[str, Origin]
-                 ) -> FrozenDict | None:
+def _objective(spec: Spec, hardware: Hardware, training: Mapping[str, Any], provenance: dict[str, Origin]
+               ) -> FrozenDict | None:
     """A sentence-transformers task's section (`Sentences.section`), at the batch the plan trains with."""
     rule = TASKS[spec.task]
     if rule.sentences is None:
@@ -464,7 +476,7 @@ def _contrastive(spec: Spec, hardware: Hardware, training: Mapping[str, Any], pr
     values, reasons = rule.sentences.section(spec, batch, accumulation, hardware.processes, rule.columns_of(spec.columns))
     given = spec.model_fields_set
     for key in values:
-        provenance[f"contrastive.{key}"] = Origin(source="user" if key in given else "task", reason=reasons[key])
+        provenance[f"objective.{key}"] = Origin(source="user" if key in given else "task", reason=reasons[key])
     return FrozenDict(values)
 
 
@@ -513,6 +525,10 @@ def _distillation(spec: Spec, loaded: str, provenance: dict[str, Origin], notes:
         "distillation.alpha": origin,
         "distillation.loss": Origin(source="task", reason=f"{spec.task}: (1 - alpha) * loss + alpha * T^2 * this"),
     }
+    if TASKS[spec.task].sentences is not None:
+        provenance["distillation.loss"] = Origin(source="task", reason=f"{spec.task}: (1 - alpha) * ranking loss + "
+                                                 "alpha * this; the teacher scores each row once, before training")
+        notes.append("distillation.temperature: not used by margin-MSE (it matches score margins, not distributions)")
     return {"teacher": teacher, "loaded": loaded, "temperature": temperature, "alpha": alpha,
             "loss": TASKS[spec.task].distillation}
 

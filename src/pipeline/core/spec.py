@@ -267,6 +267,11 @@ class Spec(Frozen):
     scale: float = Field(20.0, gt=0)
     """embeddings: the ranking loss's scale, by which cosine similarities are multiplied before the softmax
     (1 / temperature)."""
+    mine: StrictInt | None = Field(None, ge=1)
+    """embeddings: before training, this many hard negatives per pair, mined with the base model from the training
+    passages (sentence-transformers' miner: the anchor's most similar passages that are not its positive, scored
+    at most 95% of the positive, so a paraphrase of it is not taken for a negative); each pair becomes as many
+    (anchor, positive, negative) rows."""
     tokenizers: StrictInt | None = Field(None, ge=1)
     """Processes for tokenizing (``datasets.map(num_proc=...)``)."""
     checkpoint: str | bool | None = None

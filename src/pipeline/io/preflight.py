@@ -143,6 +143,8 @@ def _teacher_problems(spec: Spec, labels: data.Labels | None) -> list[str]:
             return problems
         if is_adapter(spec.teacher) and not (Path(spec.teacher) / "tokenizer_config.json").is_file():
             return [f"teacher: {spec.teacher!r} is an adapter without its tokenizer; give a pipeline run folder"]
+        if TASKS[spec.task].sentences is not None:  # it reads the texts with its own tokenizer
+            return problems
         tokenizer = AutoTokenizer.from_pretrained(spec.teacher)
     have = getattr(config, "num_labels", None)
     if labels is not None and have != labels.num_labels:

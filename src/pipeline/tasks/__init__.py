@@ -8,7 +8,7 @@ from __future__ import annotations
 from types import MappingProxyType
 
 from pipeline.tasks import (chat, classification, detection, embeddings, entities, generation, masked, questions,
-                            sequences)
+                            reranking, sequences)
 from pipeline.tasks.task import Labels, Task
 
 __all__ = ["TASKS", "Labels", "Task"]
@@ -26,6 +26,7 @@ TASKS: MappingProxyType[str, Task] = MappingProxyType(
             entities.TASK,
             chat.TASK,
             embeddings.TASK,
+            reranking.TASK,
         )
     }
 )

@@ -3,7 +3,7 @@ positive (the passage it asks for), trained through sentence-transformers.
 
 The loss is in-batch negatives ranking (`MultipleNegativesRankingLoss`): each anchor is scored against its own
 positive and every other positive in the batch (and every negative, where a negative column is given), and
-learns to pick its own. So what an anchor learns from is the batch: the plan's ``contrastive`` section counts
+learns to pick its own. So what an anchor learns from is the batch: the plan's ``objective`` section counts
 the candidates each anchor is scored against, and says how duplicates are kept out of a batch (a text that
 is twice in one batch would be a false negative for its own anchor).
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 from pipeline.tasks.task import Kit, Sentences, Task, rows, text_problems, texts
@@ -84,20 +85,56 @@ def _evaluator(library: Any, dataset: Any, columns: tuple[str | None, ...]) -> A
 def _loss(library: Any, model: Any, spec: Any, processes: int) -> Any:
     losses = library.sentence_transformers.sentence_transformer.losses
     if (spec.loss or "in-batch") == "cached":
-        return losses.CachedMultipleNegativesRankingLoss(model, scale=spec.scale, mini_batch_size=CACHED_MINI_BATCH,
-                                                         gather_across_devices=processes > 1)
-    return losses.MultipleNegativesRankingLoss(model, scale=spec.scale, gather_across_devices=processes > 1)
+        ranking = losses.CachedMultipleNegativesRankingLoss(model, scale=spec.scale, mini_batch_size=CACHED_MINI_BATCH,
+                                                            gather_across_devices=processes > 1)
+    else:
+        ranking = losses.MultipleNegativesRankingLoss(model, scale=spec.scale, gather_across_devices=processes > 1)
+    if spec.teacher is None:
+        return ranking
+    alpha = spec.distillation[1]
+    margin = losses.MarginMSELoss(model, similarity_fct=library.sentence_transformers.util.pairwise_cos_sim)
+    return library.Weighted(model, {"ranking": (1 - alpha, ranking), "margin_mse": (alpha, margin)})
+
+
+def margins(teacher: Any, encoded: Any) -> list[float]:
+    """The teacher's score of each row's positive minus its negative for the anchor: a cross-encoder's scores
+    (its activation's, 0 to 1), or a bi-encoder's cosine similarities."""
+    anchors, positives, negatives = encoded["anchor"], encoded["positive"], encoded["negative"]
+    if type(teacher).__name__ == "CrossEncoder":
+        good = teacher.predict(list(zip(anchors, positives)), convert_to_tensor=True, show_progress_bar=False)
+        bad = teacher.predict(list(zip(anchors, negatives)), convert_to_tensor=True, show_progress_bar=False)
+        return (good - bad).float().tolist()
+    a, p, n = (teacher.encode(list(texts_), convert_to_tensor=True, normalize_embeddings=True, show_progress_bar=False)
+               for texts_ in (anchors, positives, negatives))
+    return ((a * p).sum(-1) - (a * n).sum(-1)).float().tolist()
+
+
+def _distill(library: Any, teacher: Any, encoded: Any, spec: Any) -> Any:
+    """The rows with the teacher's margins as their ``label`` (what margin-MSE matches)."""
+    return encoded.add_column("label", margins(teacher, encoded))
 
 
 CACHED_MINI_BATCH = 32
 """The cached loss's forward batch (its memory), whatever the batch the anchors are scored in."""
 
 
+MARGIN = 0.05
+"""Mined negatives score at most this much below the positive, relatively (a near-paraphrase is no negative)."""
+
+
+def _mine(library: Any, model: Any, encoded: Any, spec: Any) -> Any:
+    """``spec.mine`` hard negatives per pair from the training passages, by ``model`` (before it trains): each pair
+    becomes that many (anchor, positive, negative) rows; anchors without enough candidates keep fewer."""
+    return library.sentence_transformers.util.mine_hard_negatives(
+        encoded, model, anchor_column_name="anchor", positive_column_name="positive", num_negatives=spec.mine,
+        relative_margin=MARGIN, sampling_strategy="top", output_format="triplet", verbose=False)
+
+
 def section(spec: Any, batch: int, accumulation: int, processes: int, columns: tuple[str | None, ...]
             ) -> tuple[dict[str, Any], dict[str, str]]:
-    """The plan's ``contrastive`` section: the loss, its scale, the candidates each anchor is scored against, the
-    batch sampler, each with why (pure)."""
-    negatives = sum(1 for role, _ in _given(columns) if role == "negative")
+    """The plan's ``objective`` section: the loss, its scale, the candidates each anchor is scored against, the
+    batch sampler and the mined negatives, each with why (pure)."""
+    negatives = 1 if spec.mine else sum(1 for role, _ in _given(columns) if role == "negative")
     loss = spec.loss or "in-batch"
     gathered = processes if processes > 1 else 1
     candidates = batch * gathered * (1 + negatives)
@@ -124,6 +161,11 @@ def section(spec: Any, batch: int, accumulation: int, processes: int, columns: t
         "candidates": f"per anchor: {why}",
         "batch_sampler": "a text twice in one batch would be a false negative: such rows go to different batches",
     }
+    if spec.mine:
+        values["mine"] = spec.mine
+        reasons["mine"] = (f"hard negatives per pair, mined with the base model before training from the training "
+                           f"passages (not its positive, scored at most {1 - MARGIN:.0%} of it): each pair becomes "
+                           f"{spec.mine} (anchor, positive, negative) rows, written to the run folder (mined-train.jsonl)")
     if gathered > 1:
         values["gather"] = True
         reasons["gather"] = f"{processes} processes: each anchor is scored against every process's batch"
@@ -153,7 +195,7 @@ def _said(prediction: Mapping[str, Any]) -> str:
 
 
 def _refuse_distillation(*_: Any) -> Any:
-    raise NotImplementedError("embeddings does not distill yet")  # preflight refuses a teacher first
+    raise NotImplementedError("embeddings distils through Sentences.distill (the teacher's margins as labels)")
 
 
 TASK = Task(
@@ -165,23 +207,27 @@ TASK = Task(
     column_counts=(2, 3),
     metrics="retrieval, each anchor against every positive: cosine_ndcg@10, cosine_mrr@10, cosine_recall@10",
     metric_names=("cosine_ndcg@10", "cosine_mrr@10", "cosine_recall@10"),
-    distillation="not supported yet",
+    distillation=("margin-MSE: the student's cosine margin sim(anchor, positive) - sim(anchor, negative) against the "
+                  "teacher's (a cross-encoder's scores or a bi-encoder's cosines), per row"),
     encode=_encode,
     collate=lambda library, tokenizer, model, seed: None,
-    distill=_refuse_distillation,
+    distill=_refuse_distillation,  # not the Trainer's per-batch term: the teacher scores each row once, before training
     predict=_predict,
     said=_said,
     check=_check,
     summary=summary,
     roles=ROLES,
-    fields=frozenset({"loss", "scale"}),
+    fields=frozenset({"loss", "scale", "mine"}),
     lora_exclude=("pooler.dense",),  # BERT's pooler: sentence-transformers pools the token embeddings instead
     hub_tag="sentence-similarity",
     sentences=Sentences(
         trainer="SentenceTransformerTrainer",
-        arguments="SentenceTransformerTrainingArguments",
+        backbone="AutoModel",
+        options=MappingProxyType({}),
         loss=_loss,
         evaluator=_evaluator,
+        mine=_mine,
+        distill=_distill,
         section=section,
         forward=lambda spec, batch, columns: (
             min(batch * len(_given(columns)), CACHED_MINI_BATCH) if spec.loss == "cached" else batch * len(_given(columns))),

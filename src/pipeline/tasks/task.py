@@ -83,19 +83,27 @@ class Sentences:
     its evaluator take the place of the Trainer's model loss and ``compute_metrics``."""
 
     trainer: str
-    """The library's trainer class (the shell adds our resume records to it)."""
-    arguments: str
-    """Its `TrainingArguments` subclass."""
+    """The library's trainer class (the shell adds our resume records to it, and to its arguments)."""
     loss: Callable[[Any, Any, Any, int], Any]
     """``(library, model, spec, processes) -> loss module``."""
     evaluator: Callable[[Any, Any, tuple[str | None, ...]], Any]
     """``(library, rows, columns) -> evaluator`` of held-out rows (its metrics: `Task.metric_names`)."""
     section: Callable[..., tuple[dict[str, Any], dict[str, str]]]
-    """``(spec, batch, accumulation, processes, columns) -> (values, reasons)``: the plan's ``contrastive``
+    """``(spec, batch, accumulation, processes, columns) -> (values, reasons)``: the plan's ``objective``
     section (pure)."""
+    backbone: str
+    """The transformers auto class inside the model (what the plan counts the trainable parameters on)."""
+    options: Mapping[str, Any]
+    """What the model class takes besides the folder when a run loads it to train (a cross-encoder's one label)."""
     forward: Callable[[Any, int, tuple[str | None, ...]], int]
     """``(spec, batch, columns) -> texts``: the texts whose activations a step holds at once (what the memory
     estimate counts as its batch)."""
+    mine: Callable[[Any, Any, Any, Any], Any] | None = None
+    """``(library, model, encoded, spec) -> encoded``: the training rows with hard negatives mined by the model before
+    it trains (``spec.mine``); ``None``: the task mines none."""
+    distill: Callable[[Any, Any, Any, Any], Any] | None = None
+    """``(library, teacher, encoded, spec) -> encoded``: each row with the teacher's target as its ``label``, for
+    the task's loss to mix in (``spec.teacher``); ``None``: the task does not distill."""
 
 
 def _loss_alone(*_: Any) -> tuple[None, None]:

@@ -215,7 +215,7 @@ def _model(run: Any, task: str | None, hardware: Any = None, command: str = "pre
     if TASKS[task].sentences is not None:  # saved whole (the adapter merged), as sentence-transformers loads it
         from pipeline.training.sentences import load
 
-        model = load(str(folder), "auto", cuda)
+        model = load(TASKS[task].model_class, str(folder), "auto", cuda)
         return model, model.tokenizer, task
     if is_adapter(folder):
         model = merged(folder)

@@ -55,7 +55,7 @@ def _counted(spec: Spec) -> int | None:
 
         task = TASKS[spec.task]
         if task.sentences:  # what trains is the transformer inside (pooling and normalization have no weights)
-            model = skeleton(library().AutoModel, spec.base, kwargs)
+            model = skeleton(getattr(library(), task.sentences.backbone), spec.base, {**kwargs, **task.sentences.options})
         elif task.load:
             model = task.load(skeleton, library(), spec, kwargs)
         else:

@@ -27,28 +27,32 @@ from pipeline.training.trainer import Records
 
 with hushed():
     import sentence_transformers
-    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from sentence_transformers import (CrossEncoderTrainer, CrossEncoderTrainingArguments, SentenceTransformerTrainer,
+                                       SentenceTransformerTrainingArguments)
+    from sentence_transformers.base.model import BaseModel
 
-__all__ = ["Arguments", "Trainer", "Saved", "load"]
+__all__ = ["TRAINERS", "Saved", "load"]
 
 
-class Arguments(SentenceTransformerTrainingArguments):
-    """The library's arguments whose ``should_save`` is False when ``output_dir`` is empty (a transient model)."""
+class _Saving:
+    """Our arguments' change, mixed into each of the library's: ``should_save`` is False when ``output_dir`` is
+    empty (a transient model)."""
 
     @property
     def should_save(self) -> bool:
         return bool(self.output_dir) and super().should_save
 
 
-class Trainer(Records, SentenceTransformerTrainer):
-    """sentence-transformers' trainer with our `Records`, and checkpoints of an adapter-wrapped model reloaded."""
+class _Ours(Records):
+    """What each of the library's trainers gets mixed in: our `Records`, checkpoints of an adapter-wrapped model
+    reloaded, no model card of its own and no empty ``eval/`` folder."""
 
     def add_model_card_callback(self, default_args_dict):
         """None: the run folder's model card is ours (`runs.model_card`); the library's would embed example
         searches at the start of training (a progress bar of its own)."""
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
-        inner = self.model[0].auto_model
+        inner = transformer(self.model)
         if not hasattr(inner, "get_base_model"):
             return super()._load_from_checkpoint(resume_from_checkpoint)
         from peft import set_peft_model_state_dict
@@ -69,11 +73,67 @@ class Trainer(Records, SentenceTransformerTrainer):
                 folder.rmdir()
 
 
-def load(name: str, dtype: str, cuda: bool) -> Any:
-    """A `SentenceTransformer` from a folder or hub id, its weights in ``dtype``, on the GPU when ``cuda``."""
+class EmbeddingTrainer(_Ours, SentenceTransformerTrainer):
+    pass
+
+
+class RerankingTrainer(_Ours, CrossEncoderTrainer):
+    pass
+
+
+class EmbeddingArguments(_Saving, SentenceTransformerTrainingArguments):  # module-level: checkpoints pickle them
+    pass
+
+
+class RerankingArguments(_Saving, CrossEncoderTrainingArguments):
+    pass
+
+
+TRAINERS = {"SentenceTransformerTrainer": (EmbeddingTrainer, EmbeddingArguments),
+            "CrossEncoderTrainer": (RerankingTrainer, RerankingArguments)}
+"""Our trainer and arguments classes by the library's trainer they extend (`Sentences.trainer`)."""
+
+
+def load(model_class: str, name: str, dtype: str, cuda: bool, **options: Any) -> Any:
+    """A sentence-transformers model (``model_class``: ``SentenceTransformer``, ``CrossEncoder``) from a folder or
+    hub id, its weights in ``dtype``, on the GPU when ``cuda``, with the task's ``options`` (a cross-encoder's one
+    label)."""
     device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if cuda else "cpu"
     kwargs = {} if dtype == "auto" else {"dtype": getattr(torch, dtype)}
-    return sentence_transformers.SentenceTransformer(name, device=device, model_kwargs=kwargs)
+    return getattr(sentence_transformers, model_class)(name, device=device, model_kwargs=kwargs, **options)
+
+
+def teacher(name: str, dtype: str, cuda: bool) -> Any:
+    """A teacher from a folder or hub id: a cross-encoder where the folder says so (sentence-transformers' own
+    record, else a sequence-classification model with one output), a `SentenceTransformer` otherwise."""
+    import json
+
+    import transformers
+
+    record = Path(name) / "config_sentence_transformers.json"
+    try:
+        kind = json.loads(record.read_text()).get("model_type")
+    except (OSError, ValueError):
+        kind = None
+    if kind is None:
+        config = transformers.AutoConfig.from_pretrained(name)
+        scores = any(a.endswith("ForSequenceClassification") for a in config.architectures or ())
+        kind = "CrossEncoder" if scores and config.num_labels == 1 else "SentenceTransformer"
+    return load("CrossEncoder" if kind == "CrossEncoder" else "SentenceTransformer", name, dtype, cuda)
+
+
+class Weighted(torch.nn.Module):
+    """Losses mixed by weight, ``{name: (weight, loss)}``, each given the features and the labels (a loss that
+    reads no labels ignores them); the weighted terms go back by name, and the library logs each and sums them."""
+
+    def __init__(self, model: Any, parts: dict[str, tuple[float, Any]]):
+        super().__init__()
+        self.model = model  # the library puts its wrapped model here (and into each part) under several processes
+        self.weights = {name: weight for name, (weight, _) in parts.items()}
+        self.parts = torch.nn.ModuleDict({name: loss for name, (_, loss) in parts.items()})
+
+    def forward(self, features: Any, labels: Any) -> dict[str, torch.Tensor]:
+        return {name: self.weights[name] * loss(features, labels) for name, loss in self.parts.items()}
 
 
 def transformer(model: Any) -> Any:
@@ -88,7 +148,7 @@ def replaced(model: Any, inner: Any) -> Any:
 
 
 def is_sentence_model(model: Any) -> bool:
-    return isinstance(model, sentence_transformers.SentenceTransformer)
+    return isinstance(model, BaseModel)
 
 
 class Saved:

@@ -142,7 +142,11 @@ def _load_teacher(run: Run) -> Any:
     from pipeline.training.saved import merged
 
     spec = run.spec
-    if isinstance(spec.teacher, tuple):
+    if TASKS[spec.task].sentences is not None:
+        from pipeline.training import sentences
+
+        teacher = sentences.teacher(spec.teacher, run.plan.dtype, run.hardware.cuda)
+    elif isinstance(spec.teacher, tuple):
         teacher = spec.teacher[0]
     elif is_adapter(spec.teacher):
         teacher = merged(spec.teacher, dtype=run.plan.dtype)
@@ -169,7 +173,7 @@ def _load_pretrained(run: Run, labels: Labels | None) -> tuple[Any, Any]:
     if task.sentences is not None:
         from pipeline.training import sentences
 
-        model = sentences.load(spec.base, run.plan.dtype, run.hardware.cuda)
+        model = sentences.load(task.model_class, spec.base, run.plan.dtype, run.hardware.cuda, **task.sentences.options)
         tokenizer = model.tokenizer
     elif isinstance(spec.base, tuple):
         model, tokenizer = spec.base
@@ -239,7 +243,13 @@ class _Library:
 
         from pipeline.training import detection
 
+        if name == "Weighted":
+            from pipeline.training.sentences import Weighted
+
+            return Weighted
         if name == "sentence_transformers":  # with the modules the tasks use loaded
+            import sentence_transformers.cross_encoder.evaluation
+            import sentence_transformers.cross_encoder.losses
             import sentence_transformers.sentence_transformer.evaluation
             import sentence_transformers.sentence_transformer.losses
             import sentence_transformers.util
@@ -462,7 +472,11 @@ def train(run: Run) -> Run:
         encoded = data.encode(run.eval_data, spec, run.tokenizer, maxlength, run.labels, windows=True)
         encoded = _summarized(spec, encoded, "validation")
         eval_set, scores = (encoded, {}) if task.sentences else scoring(spec, run.labels, run.eval_data, encoded)
-    train_set = _summarized(spec, train_set, "train")
+    mined = _mined(run, train_set)
+    train_set = _summarized(spec, mined if mined is not None else train_set, "train")
+    if run.teacher is not None and task.sentences is not None:  # the teacher's targets, each row scored once
+        train_set = task.sentences.distill(library(), run.teacher, train_set, spec)
+        eval_set = task.sentences.distill(library(), run.teacher, eval_set, spec) if eval_set is not None else None
     trainer_class, arguments, extra = Trainer, Arguments, {}
     if task.sentences is not None:
         trainer_class, arguments, extra = _sentences(run, maxlength)
@@ -517,6 +531,9 @@ def train(run: Run) -> Run:
         metrics |= trainer.evaluate()
         metrics |= task.after_evaluation(metrics)
     if args.output_dir and args.should_save:
+        if mined is not None:  # what it trained on, beside the model (not a model file: kept by later saves)
+            Path(args.output_dir).mkdir(parents=True, exist_ok=True)
+            mined.to_json(str(Path(args.output_dir) / "mined-train.jsonl"), lines=True)
         with hushed():
             if task.sentences is not None:
                 from pipeline.training.sentences import Saved
@@ -540,12 +557,30 @@ def _sentences(run: Run, maxlength: int) -> tuple[Any, Any, dict[str, Any]]:
     extra: dict[str, Any] = {"loss": built.loss(library(), run.model, spec, run.hardware.processes)}
     if run.eval_data is not None:
         extra["evaluator"] = built.evaluator(library(), run.eval_data, data.columns(spec))
-    return sentences.Trainer, sentences.Arguments, extra
+    return (*sentences.TRAINERS[built.trainer], extra)
+
+
+def _mined(run: Run, encoded: Any) -> Any:
+    """The training rows with hard negatives mined by the model before it trains (``mine``); ``None`` without."""
+    task = TASKS[run.spec.task]
+    if not run.spec.mine or task.sentences is None or task.sentences.mine is None:
+        return None
+    found = task.sentences.mine(library(), run.model, encoded, run.spec)
+    anchors = len(set(found["anchor"])) if len(found) else 0
+    if not anchors:
+        raise DataError(f"mine: the base model found no hard negative for any of the {len(encoded)} pairs (each "
+                        "candidate passage scored within 5% of its positive, or there are too few passages); give a "
+                        "negative column instead, or remove mine")
+    left = len(set(encoded["anchor"])) - anchors
+    notice.info("mined %d hard negatives with the base model for %d anchors%s", len(found), anchors,
+                f"; {left} anchors got none and are left out" if left else "")
+    return found
 
 
 def _sampler(run: Run) -> dict[str, Any]:
-    """The batch sampler the plan's ``contrastive`` section names (sentence-transformers' arguments take it)."""
-    return {"batch_sampler": run.plan.contrastive["batch_sampler"]} if run.plan.contrastive else {}
+    """The batch sampler the plan's ``objective`` section names (sentence-transformers' arguments take it)."""
+    found = run.plan.objective or {}
+    return {"batch_sampler": found["batch_sampler"]} if "batch_sampler" in found else {}
 
 
 def _before(trainer: Any) -> dict[str, float]:

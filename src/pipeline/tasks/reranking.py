@@ -1,0 +1,139 @@
+"""Reranking: a cross-encoder reads a query and a passage together and scores how well the passage answers it
+(the second stage of a search: it reorders the candidates an embeddings index found), trained through
+sentence-transformers on labelled pairs: 1 for a relevant passage, 0 for one that is not (or a grade between).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any
+
+from pipeline.errors import SpecError
+from pipeline.tasks.task import Kit, Sentences, Task, rows, text_problems, texts
+
+RELEVANT = 0.5
+"""A label at or above this is a relevant passage (what the evaluator ranks for)."""
+
+RANKED = 10
+
+
+def _encode(batch, columns, tokenizer, maxlength, spec, labels, indices):
+    """The texts as they are (the library's collator tokenizes each pair together) and the label as a number."""
+    query, passage, label = columns
+    return {"query": texts(batch, query), "passage": texts(batch, passage), "label": [float(v) for v in batch[label]]}
+
+
+def _check(dataset: Any, columns: tuple[str | None, ...], field: str) -> list[str]:
+    query, passage, label = columns
+    problems = text_problems(dataset, query, field, "query") + text_problems(dataset, passage, field, "passage")
+    values = dataset[label]
+    bad = [i for i, v in enumerate(values) if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1]
+    if bad:
+        problems.append(f"{field}: column {label!r}: {rows(bad)} not a relevance between 0 and 1 (got {values[bad[0]]!r}); "
+                        "give 1 for a relevant passage, 0 for one that is not")
+    return problems
+
+
+def groups(dataset: Any, columns: tuple[str | None, ...]) -> list[dict[str, Any]]:
+    """Each distinct query with its passages (``documents``) and the relevant ones among them (``positive``), in
+    first-seen order: what the reranking evaluator scores."""
+    query, passage, label = columns
+    found: dict[str, dict[str, Any]] = {}
+    for q, p, value in zip(dataset[query], dataset[passage], dataset[label]):
+        group = found.setdefault(q, {"query": q, "positive": [], "documents": []})
+        if p not in group["documents"]:
+            group["documents"].append(p)
+        if value >= RELEVANT and p not in group["positive"]:
+            group["positive"].append(p)
+    return list(found.values())
+
+
+def summary(encoded: Any, field: str) -> tuple[list[str], list[str]]:
+    """The pairs, queries and relevant share; a query without a relevant passage ranks nothing (said)."""
+    labels = encoded["label"]
+    found = groups(encoded, ("query", "passage", "label"))
+    relevant = sum(1 for v in labels if v >= RELEVANT)
+    note = (f"{field}: {len(labels)} pairs over {len(found)} queries, {relevant} relevant ({relevant / max(len(labels), 1):.0%})")
+    empty = sum(1 for group in found if not group["positive"])
+    if empty:
+        note += f"; {empty} queries have no relevant passage (they teach what is not relevant, and score nothing)"
+    return [note], []
+
+
+def _evaluator(library: Any, dataset: Any, columns: tuple[str | None, ...]) -> Any:
+    evaluation = library.sentence_transformers.cross_encoder.evaluation
+    return evaluation.CrossEncoderRerankingEvaluator([g for g in groups(dataset, columns) if g["positive"]], at_k=10,
+                                                     name="", write_csv=False, show_progress_bar=False)
+
+
+def _loss(library: Any, model: Any, spec: Any, processes: int) -> Any:
+    return library.sentence_transformers.cross_encoder.losses.BinaryCrossEntropyLoss(model)
+
+
+def section(spec: Any, batch: int, accumulation: int, processes: int, columns: tuple[str | None, ...]
+            ) -> tuple[dict[str, Any], dict[str, str]]:
+    """The plan's ``objective`` section: the loss and what it scores (pure)."""
+    return ({"loss": "BinaryCrossEntropyLoss", "relevant": f"label >= {RELEVANT}"},
+            {"loss": "each (query, passage) pair scored on its own, its label the target (1 relevant, 0 not)",
+             "relevant": "what evaluation ranks for: each query's passages ordered by score (NDCG@10, MRR@10, MAP)"})
+
+
+def _predict(items: list[Any], kit: Kit) -> list[dict[str, Any]]:
+    """A query's corpus ranked by the model's score (the best `RANKED`), or a (query, passage) pair's score."""
+    if all(isinstance(item, (list, tuple)) and len(item) == 2 for item in items):
+        scores = kit.model.predict([tuple(item) for item in items], show_progress_bar=False)
+        return [{"input": list(item), "score": round(float(s), 4)} for item, s in zip(items, scores)]
+    if not kit.corpus:
+        raise SpecError("predict: reranking scores passages for a query: give the passages (--file FILE, corpus=[...]) "
+                        "or (query, passage) pairs")
+    corpus = list(kit.corpus)
+    found = []
+    for item in items:
+        ranked = kit.model.rank(item, corpus, top_k=RANKED, show_progress_bar=False)
+        found.append({"input": item, "ranked": [{"text": corpus[r["corpus_id"]], "score": round(float(r["score"]), 4)}
+                                                for r in ranked]})
+    return found
+
+
+def _said(prediction: Mapping[str, Any]) -> str:
+    if "ranked" not in prediction:
+        return f"{' | '.join(prediction['input'])}  ->  {prediction['score']:.3f}"
+    best = "; ".join(f"{r['score']:.3f} {r['text'][:60]}" for r in prediction["ranked"][:3])
+    return f"{prediction['input']}  ->  {best}"
+
+
+def _refuse_distillation(*_: Any) -> Any:
+    raise NotImplementedError("reranking does not distill yet")  # the plan refuses a teacher first
+
+
+TASK = Task(
+    name="reranking",
+    model_class="CrossEncoder",
+    lora_task="SEQ_CLS",
+    collator="CrossEncoderDataCollator (each query and passage tokenized together, padded to its batch's longest)",
+    columns=("query", "passage", "label"),
+    column_counts=(3,),
+    metrics="reranking, each query's passages ordered by score: ndcg@10, mrr@10, map",
+    metric_names=("ndcg@10", "mrr@10", "map"),
+    distillation="not supported yet",
+    encode=_encode,
+    collate=lambda library, tokenizer, model, seed: None,
+    distill=_refuse_distillation,
+    predict=_predict,
+    said=_said,
+    check=_check,
+    summary=summary,
+    hub_tag="text-ranking",
+    inputs=2,
+    lora_exclude=("classifier", "score"),  # the new head, trained in full by peft's SEQ_CLS
+    sentences=Sentences(
+        trainer="CrossEncoderTrainer",
+        backbone="AutoModelForSequenceClassification",
+        options=MappingProxyType({"num_labels": 1}),
+        loss=_loss,
+        evaluator=_evaluator,
+        section=section,
+        forward=lambda spec, batch, columns: batch,
+    ),
+)
