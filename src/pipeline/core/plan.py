@@ -389,12 +389,15 @@ def plan(
     metrics = _metrics(spec, provenance)
     dtype = _dtype(spec, lora, quantization, provenance)
     distillation = _distillation(spec, "4-bit" if quantization else dtype, provenance, notes)
+    spec, chosen = _cached_if_needed(spec, hardware, config, (training, quantization, lora, dtype), trainable, longest)
     maxlength, estimate = _length_and_memory(
         spec, hardware, (config, teacher), (training, quantization, lora, dtype), provenance, notes, trainable, longest
     )
     lean = _lean_memory(spec, hardware, estimate, provenance)
     chat = _chat(spec, provenance)
     objective = _objective(spec, hardware, training, provenance)
+    if chosen:
+        provenance["objective.loss"] = chosen
     notes += _engines(spec, training, hardware, estimate is not None)
     return Plan(
         task=spec.task,
@@ -614,12 +617,39 @@ def _length_and_memory(
     return maxlength, memory(model, setup(min(maxlength, longest or maxlength)), hardware.available)
 
 
+def _cached_if_needed(
+    spec: Spec,
+    hardware: Hardware,
+    config: Mapping[str, Any] | None,
+    configs: tuple[Mapping[str, Any], Mapping[str, Any] | None, Mapping[str, Any] | None, str],
+    trainable: int | None,
+    longest: int | None,
+) -> tuple[Spec, Origin | None]:
+    """Where examples are scored against their batch (`Setup.cached`) and the spec left the loss to the plan: the
+    spec with the cached loss when the batch does not fit at its length and does embedded a few texts at a time
+    (the same candidates; a smaller batch would have fewer, a shorter length cuts the texts), with why."""
+    model = _shape(config, []) if config is not None else None
+    if model is None or hardware.available is None or TASKS[spec.task].sentences is None or spec.loss is not None:
+        return spec, None
+    length = spec.maxlength or min(model.positions or 512, LONGEST_DEFAULT)
+    base = replace(_setup(spec, hardware, model, *configs, min(length, longest or length)), trainable=trainable)
+    if base.cached is None or roomy(memory(model, base).total, hardware.available):
+        return spec, None
+    cached = replace(base, batch=base.cached)
+    if not roomy(memory(model, cached).total, hardware.available):
+        return spec, None
+    why = (f"the batch's {base.batch} texts at once need about {memory(model, base).total / 2**30:.1f} GiB of "
+           f"{hardware.available / 2**30:.1f}: the cached loss embeds them {base.cached} at a time, the same "
+           "candidates per anchor (a smaller batch would have fewer); set loss to choose")
+    return spec.model_copy(update={"loss": "cached"}), Origin(source="pipeline", reason=why)
+
+
 def _smaller_batch(spec: Spec, model: Shape, base: Setup, halved: int, hardware: Hardware
                    ) -> tuple[int, int, str] | None:
     """Where halving the default length was the way to fit: the largest smaller batch (with the same effective
     batch through accumulation) at which ``base``, the full default length, fits with room, as (batch,
     accumulation steps, why); ``None`` when the user set the batch or no batch fits."""
-    if "per_device_train_batch_size" in spec.training:
+    if "per_device_train_batch_size" in spec.training or base.cached is not None:  # fewer negatives: not the same
         return None
     length = base.tokens
     for batch, steps in smaller_batches(base):
@@ -677,9 +707,10 @@ def _setup(
     if quantization:
         bits = 4 if quantization.get("load_in_4bit") else 8
     device = "cuda" if hardware.cuda else "mps" if hardware.mps else "xpu" if hardware.xpu else "cpu"
-    batch = int(training.get("per_device_train_batch_size", 8))
+    batch, cached = int(training.get("per_device_train_batch_size", 8)), None
     if rule.sentences:  # each text of a row encoded on its own
-        batch = rule.sentences.forward(spec, batch, rule.columns_of(spec.columns))
+        batch, cached = (f(spec, batch, rule.columns_of(spec.columns)) for f in (rule.sentences.forward,
+                                                                                  rule.sentences.cached))
     return Setup(
         task=spec.task,
         batch=batch,
@@ -700,6 +731,7 @@ def _setup(
         zero=spec.zero,
         offload=spec.offload,
         shards=hardware.processes,
+        cached=cached,
     )
 
 

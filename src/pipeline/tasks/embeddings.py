@@ -82,9 +82,10 @@ def _evaluator(library: Any, dataset: Any, columns: tuple[str | None, ...]) -> A
     )
 
 
-def _loss(library: Any, model: Any, spec: Any, processes: int) -> Any:
+def _loss(library: Any, model: Any, spec: Any, processes: int, objective: Mapping[str, Any]) -> Any:
+    """The plan's loss (``objective``: its section, which may have chosen the cached form for memory)."""
     losses = library.sentence_transformers.sentence_transformer.losses
-    if (spec.loss or "in-batch") == "cached":
+    if objective["loss"] == "CachedMultipleNegativesRankingLoss":
         ranking = losses.CachedMultipleNegativesRankingLoss(model, scale=spec.scale, mini_batch_size=CACHED_MINI_BATCH,
                                                             gather_across_devices=processes > 1)
     else:
@@ -231,5 +232,7 @@ TASK = Task(
         section=section,
         forward=lambda spec, batch, columns: (
             min(batch * len(_given(columns)), CACHED_MINI_BATCH) if spec.loss == "cached" else batch * len(_given(columns))),
+        cached=lambda spec, batch, columns: (
+            min(batch * len(_given(columns)), CACHED_MINI_BATCH) if spec.loss != "cached" else None),
     ),
 )

@@ -67,7 +67,7 @@ def _evaluator(library: Any, dataset: Any, columns: tuple[str | None, ...]) -> A
                                                      name="", write_csv=False, show_progress_bar=False)
 
 
-def _loss(library: Any, model: Any, spec: Any, processes: int) -> Any:
+def _loss(library: Any, model: Any, spec: Any, processes: int, objective: Mapping[str, Any]) -> Any:
     return library.sentence_transformers.cross_encoder.losses.BinaryCrossEntropyLoss(model)
 
 

@@ -84,8 +84,8 @@ class Sentences:
 
     trainer: str
     """The library's trainer class (the shell adds our resume records to it, and to its arguments)."""
-    loss: Callable[[Any, Any, Any, int], Any]
-    """``(library, model, spec, processes) -> loss module``."""
+    loss: Callable[[Any, Any, Any, int, Mapping[str, Any]], Any]
+    """``(library, model, spec, processes, objective) -> loss module``, as the plan's ``objective`` section says."""
     evaluator: Callable[[Any, Any, tuple[str | None, ...]], Any]
     """``(library, rows, columns) -> evaluator`` of held-out rows (its metrics: `Task.metric_names`)."""
     section: Callable[..., tuple[dict[str, Any], dict[str, str]]]
@@ -98,6 +98,10 @@ class Sentences:
     forward: Callable[[Any, int, tuple[str | None, ...]], int]
     """``(spec, batch, columns) -> texts``: the texts whose activations a step holds at once (what the memory
     estimate counts as its batch)."""
+    cached: Callable[[Any, int, tuple[str | None, ...]], int | None] = lambda spec, batch, columns: None
+    """``(spec, batch, columns) -> texts``: where examples are scored against their batch (and the loss is not cached
+    already), the texts a step holds at once with the loss's cached form (same batch, less memory); ``None``: no
+    such form (a smaller batch then trains the same)."""
     mine: Callable[[Any, Any, Any, Any], Any] | None = None
     """``(library, model, encoded, spec) -> encoded``: the training rows with hard negatives mined by the model before
     it trains (``spec.mine``); ``None``: the task mines none."""

@@ -554,7 +554,7 @@ def _sentences(run: Run, maxlength: int) -> tuple[Any, Any, dict[str, Any]]:
 
     spec, built = run.spec, TASKS[run.spec.task].sentences
     run.model.max_seq_length = maxlength
-    extra: dict[str, Any] = {"loss": built.loss(library(), run.model, spec, run.hardware.processes)}
+    extra: dict[str, Any] = {"loss": built.loss(library(), run.model, spec, run.hardware.processes, run.plan.objective)}
     if run.eval_data is not None:
         extra["evaluator"] = built.evaluator(library(), run.eval_data, data.columns(spec))
     return (*sentences.TRAINERS[built.trainer], extra)
