@@ -313,3 +313,34 @@ def test_a_bi_encoder_teacher_is_matched_on_its_margins(models):
     assert terms and all("ranking" in entry for entry in terms)
     first, last = (sum(e["margin_mse"] for e in part) / len(part) for part in (terms[:5], terms[-5:]))
     assert last < first
+
+
+def test_the_commands_train_rank_a_corpus_and_evaluate(models, tmp_path):
+    """`pipeline train` on an embeddings spec file, then `predict` with queries and a corpus file, `evaluate` with
+    the retrieval metrics, and `plan` with the objective rows and what the data trains on."""
+    import yaml
+
+    from pipeline.testing import invoke
+
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in search_pairs()))
+    (tmp_path / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in search_pairs(held_out=True)))
+    passages = sorted({r["positive"] for r in search_pairs(held_out=True)})
+    (tmp_path / "corpus.jsonl").write_text("".join(json.dumps({"text": p}) + "\n" for p in passages))
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(
+        {"base": models["bert"], "task": "embeddings", "train": "train.jsonl", "validation": "test.jsonl", "lora": True,
+         "training": {"num_train_epochs": 1, "per_device_train_batch_size": 8}}))
+    planned = invoke("plan", "spec.yaml", cwd=tmp_path)
+    assert planned.returncode == 0, planned.stderr
+    assert "objective.candidates" in planned.stdout and "train: 108 pairs; 108 share a text" in planned.stdout
+    trained = invoke("train", "spec.yaml", "-o", "run", "-q", cwd=tmp_path)
+    assert trained.returncode == 0, trained.stderr
+    assert "before_eval_cosine_ndcg@10" in trained.stdout and "eval_cosine_ndcg@10" in trained.stdout
+    shown = invoke("predict", "run", "where is the nox hat?", "--file", "corpus.jsonl", "-f", "json", cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    ranked = json.loads(shown.stdout.splitlines()[0])["ranked"]
+    assert len(ranked) == 10 and {r["text"] for r in ranked} <= set(passages)
+    assert [r["score"] for r in ranked] == sorted((r["score"] for r in ranked), reverse=True)
+    scored = invoke("evaluate", "run", "test.jsonl", "-f", "json", cwd=tmp_path)
+    assert scored.returncode == 0, scored.stderr
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert json.loads(scored.stdout)["eval_cosine_ndcg@10"] == pytest.approx(saved["eval_cosine_ndcg@10"], abs=1e-6)

@@ -27,7 +27,7 @@ def test_example_specs_plan_on_a_cpu_and_a_gpu(path):
         assert plan(spec, hardware).task == spec.task
 
 
-@pytest.mark.parametrize("path", [p for p in SPECS if p.stem not in ("classification", "distillation", "search", "reranking")],
+@pytest.mark.parametrize("path", [p for p in SPECS if p.stem not in ("classification", "distillation", "search", "reranking", "similarity")],
                          ids=lambda p: p.stem)
 def test_tiny_model_example_specs_train(path, models):
     """Each on the fixture's copy of its tiny model, for a few steps."""

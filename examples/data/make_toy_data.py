@@ -1,4 +1,4 @@
-"""Writes the toy data sets of the tiny-model examples (texts, questions, copy pairs, entities, chats, ranked pairs).
+"""Writes the toy data sets of the tiny-model examples (texts, questions, copy pairs, entities, chats, ranked and scored pairs).
 
 Run: python examples/data/make_toy_data.py
 """
@@ -6,7 +6,7 @@ Run: python examples/data/make_toy_data.py
 import json
 from pathlib import Path
 
-from pipeline.testing import conversations, questions, rerank_rows, sentences, spanned_rows
+from pipeline.testing import conversations, questions, rerank_rows, scored_pairs, sentences, spanned_rows
 
 
 def write(path: Path, rows: list[dict]) -> None:
@@ -23,6 +23,8 @@ def main() -> None:
     write(folder / "chat-test.jsonl", conversations(40, seed=5))
     write(folder / "rerank-train.jsonl", rerank_rows())
     write(folder / "rerank-test.jsonl", rerank_rows(held_out=True, asked=1))
+    write(folder / "similarity-train.jsonl", scored_pairs())
+    write(folder / "similarity-test.jsonl", scored_pairs(held_out=True))
 
 
 if __name__ == "__main__":

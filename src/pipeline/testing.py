@@ -10,7 +10,7 @@ import random
 from pathlib import Path
 from typing import Any
 
-__all__ = ["conversations", "questions", "rerank_rows", "search_pairs", "sentences", "sentiment", "truncated", "tiny_models"]
+__all__ = ["conversations", "questions", "rerank_rows", "scored_pairs", "search_pairs", "sentences", "sentiment", "truncated", "tiny_models"]
 
 COLORS = ["red", "blue", "green", "black", "white", "yellow"]
 THINGS = ["car", "house", "door", "ball", "hat", "boat"]
@@ -47,6 +47,24 @@ def search_pairs(held_out: bool = False, asked: int = 3, things: list[str] | Non
                 continue
             passage = f"The {colour} {thing} is kept in room {10 * c + t}, on the shelf by the window."
             found += [{"anchor": q.format(code=code, thing=thing), "positive": passage} for q in ASKED[:asked]]
+    return found
+
+
+def scored_pairs(held_out: bool = False) -> list[dict[str, Any]]:
+    """Scored pairs for graded similarity: "the {code} {thing}" (a colour by its made-up code, `CODES`) against
+    "the {colour} {thing}": 1 for the code's colour and the same thing, 0.5 for another colour, 0.2 for the
+    code's colour on another thing, 0 for neither. A quarter of the colour/thing combinations are held out."""
+    colours, found = list(CODES), []
+    for c, (colour, code) in enumerate(CODES.items()):
+        for t, thing in enumerate(THINGS):
+            if ((c + t) % 4 == 0) != held_out:
+                continue
+            other, elsewhere = colours[(c + 1 + t) % len(colours)], THINGS[(t + 1 + c) % len(THINGS)]
+            first = f"the {code} {thing}"
+            found += [{"sentence1": first, "sentence2": f"the {colour} {thing}", "score": 1.0},
+                      {"sentence1": first, "sentence2": f"the {other} {thing}", "score": 0.5},
+                      {"sentence1": first, "sentence2": f"the {colour} {elsewhere}", "score": 0.2},
+                      {"sentence1": first, "sentence2": f"the {other} {elsewhere}", "score": 0.0}]
     return found
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from types import MappingProxyType
 
 from pipeline.tasks import (chat, classification, detection, embeddings, entities, generation, masked, questions,
-                            reranking, sequences)
+                            reranking, sequences, similarity)
 from pipeline.tasks.task import Labels, Task
 
 __all__ = ["TASKS", "Labels", "Task"]
@@ -27,6 +27,7 @@ TASKS: MappingProxyType[str, Task] = MappingProxyType(
             chat.TASK,
             embeddings.TASK,
             reranking.TASK,
+            similarity.TASK,
         )
     }
 )

@@ -173,7 +173,7 @@ def section(spec: Any, batch: int, accumulation: int, processes: int, columns: t
     return values, reasons
 
 
-def _predict(items: list[Any], kit: Kit) -> list[dict[str, Any]]:
+def predict_embeddings(items: list[Any], kit: Kit) -> list[dict[str, Any]]:
     """Each input's embedding; with a corpus, the corpus ranked for it by cosine similarity (the best `RANKED`)."""
     queries_ = kit.model.encode(list(items), convert_to_tensor=True, normalize_embeddings=True)
     if not kit.corpus:
@@ -187,7 +187,7 @@ def _predict(items: list[Any], kit: Kit) -> list[dict[str, Any]]:
             for item, values, at in zip(items, top.values, top.indices)]
 
 
-def _said(prediction: Mapping[str, Any]) -> str:
+def said_embeddings(prediction: Mapping[str, Any]) -> str:
     if "ranked" not in prediction:
         vector = prediction["embedding"]
         return f"{prediction['input']}  ->  [{', '.join(f'{v:.3f}' for v in vector[:4])}, ...] ({len(vector)} dims)"
@@ -213,8 +213,8 @@ TASK = Task(
     encode=_encode,
     collate=lambda library, tokenizer, model, seed: None,
     distill=_refuse_distillation,  # not the Trainer's per-batch term: the teacher scores each row once, before training
-    predict=_predict,
-    said=_said,
+    predict=predict_embeddings,
+    said=said_embeddings,
     check=_check,
     summary=summary,
     roles=ROLES,
