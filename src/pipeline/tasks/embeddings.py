@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping
-from types import MappingProxyType
 from typing import Any
 
 from pipeline.tasks.task import Kit, Sentences, Task, rows, text_problems, texts
@@ -222,9 +221,6 @@ TASK = Task(
     lora_exclude=("pooler.dense",),  # BERT's pooler: sentence-transformers pools the token embeddings instead
     hub_tag="sentence-similarity",
     sentences=Sentences(
-        trainer="SentenceTransformerTrainer",
-        backbone="AutoModel",
-        options=MappingProxyType({}),
         loss=_loss,
         evaluator=_evaluator,
         mine=_mine,

@@ -7,7 +7,6 @@ saves and its predictions are the embeddings task's.
 
 from __future__ import annotations
 
-from types import MappingProxyType
 from typing import Any
 
 from pipeline.tasks.embeddings import predict_embeddings, said_embeddings
@@ -87,9 +86,6 @@ TASK = Task(
     hub_tag="sentence-similarity",
     lora_exclude=("pooler.dense",),  # BERT's pooler: sentence-transformers pools the token embeddings instead
     sentences=Sentences(
-        trainer="SentenceTransformerTrainer",
-        backbone="AutoModel",
-        options=MappingProxyType({}),
         loss=_loss,
         evaluator=_evaluator,
         section=section,

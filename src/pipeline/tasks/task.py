@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Protocol
 
 from pipeline.errors import DataError
@@ -82,8 +83,6 @@ class Sentences:
     """What a task trained through sentence-transformers names and builds: that library's trainer, its loss and
     its evaluator take the place of the Trainer's model loss and ``compute_metrics``."""
 
-    trainer: str
-    """The library's trainer class (the shell adds our resume records to it, and to its arguments)."""
     loss: Callable[[Any, Any, Any, int, Mapping[str, Any]], Any]
     """``(library, model, spec, processes, objective) -> loss module``, as the plan's ``objective`` section says."""
     evaluator: Callable[[Any, Any, tuple[str | None, ...]], Any]
@@ -91,13 +90,15 @@ class Sentences:
     section: Callable[..., tuple[dict[str, Any], dict[str, str]]]
     """``(spec, batch, accumulation, processes, columns) -> (values, reasons)``: the plan's ``objective``
     section (pure)."""
-    backbone: str
-    """The transformers auto class inside the model (what the plan counts the trainable parameters on)."""
-    options: Mapping[str, Any]
-    """What the model class takes besides the folder when a run loads it to train (a cross-encoder's one label)."""
     forward: Callable[[Any, int, tuple[str | None, ...]], int]
     """``(spec, batch, columns) -> texts``: the texts whose activations a step holds at once (what the memory
     estimate counts as its batch)."""
+    trainer: str = "SentenceTransformerTrainer"
+    """The library's trainer class (the shell adds our resume records to it, and to its arguments)."""
+    backbone: str = "AutoModel"
+    """The transformers auto class inside the model (what the plan counts the trainable parameters on)."""
+    options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    """What the model class takes besides the folder when a run loads it to train (a cross-encoder's one label)."""
     cached: Callable[[Any, int, tuple[str | None, ...]], int | None] = lambda spec, batch, columns: None
     """``(spec, batch, columns) -> texts``: where examples are scored against their batch (and the loss is not cached
     already), the texts a step holds at once with the loss's cached form (same batch, less memory); ``None``: no
