@@ -371,7 +371,7 @@ def plan(
         except SpecError as e:
             errors.append(e)
     if rule.sentences is not None:
-        errors += _unsupported(spec, bool(results.get("quantization", (None,))[0]))
+        errors += _unsupported(spec)
     if errors:
         kind = HardwareError if all(isinstance(e, HardwareError) for e in errors) else SpecError
         raise kind([p for e in errors for p in e.problems])
@@ -442,9 +442,9 @@ def _chat(spec: Spec, provenance: dict[str, Origin]) -> FrozenDict | None:
     return FrozenDict(values)
 
 
-def _unsupported(spec: Spec, quantized: bool) -> list[SpecError]:
-    """What a sentence-transformers task does not do yet: distill, train 4-bit weights (``quantized``: the plan
-    would, where ``quantize`` is not dropped for want of CUDA)."""
+def _unsupported(spec: Spec) -> list[SpecError]:
+    """What a sentence-transformers task does not do: a model passed in Python, a teacher where it does not distill
+    or without negatives, mining where it has negatives already."""
     problems = []
     if spec.mine and (TASKS[spec.task].sentences.mine is None or len([c for c in
                                                                      TASKS[spec.task].columns_of(spec.columns) if c]) > 2):
@@ -462,9 +462,6 @@ def _unsupported(spec: Spec, quantized: bool) -> list[SpecError]:
         problems.append(f"teacher: {spec.task} distils the teacher's margin between each row's positive and negative, "
                         "and the data names no negative column; set columns: {anchor: ..., positive: ..., negative: "
                         "...}")
-    if quantized:
-        problems.append(f"quantize: {spec.task} trains unquantized weights for now (got quantize={thaw(spec.quantize)!r}); "
-                        "remove quantize (LoRA alone keeps the base weights frozen)")
     return [SpecError(problems)] if problems else []
 
 

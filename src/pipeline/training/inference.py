@@ -33,8 +33,10 @@ def predict(run: Any, inputs: list[Any], task: str | None = None, hardware: Any 
     - token-detection: ``tokens``, each with the probability it was ``replaced``
     - token-classification: ``entities``, each with its ``entity`` text, ``type``, ``start`` and ``end``
       characters and ``score``
-    - embeddings: ``embedding``, the input's normalized vector; given a ``corpus`` (texts), ``ranked``: the ten
-      corpus texts most similar to the input, each with its cosine ``score``
+    - embeddings, similarity: ``embedding``, the input's normalized vector; given a ``corpus`` (texts),
+      ``ranked``: the ten corpus texts most similar to the input, each with its cosine ``score``
+    - reranking: for a query and a ``corpus``, ``ranked``: the ten passages it scores highest, each with its
+      ``score``; for a (query, passage) pair, its ``score``
 
     Each task's module under `pipeline.tasks` says how (its ``predict``).
 

@@ -94,12 +94,14 @@ TRAINERS = {"SentenceTransformerTrainer": (EmbeddingTrainer, EmbeddingArguments)
 """Our trainer and arguments classes by the library's trainer they extend (`Sentences.trainer`)."""
 
 
-def load(model_class: str, name: str, dtype: str, cuda: bool, **options: Any) -> Any:
+def load(model_class: str, name: str, dtype: str, cuda: bool, quantization: Any = None, **options: Any) -> Any:
     """A sentence-transformers model (``model_class``: ``SentenceTransformer``, ``CrossEncoder``) from a folder or
-    hub id, its weights in ``dtype``, on the GPU when ``cuda``, with the task's ``options`` (a cross-encoder's one
-    label)."""
+    hub id, its weights in ``dtype`` (4-bit with a ``quantization`` config), on the GPU when ``cuda``, with the
+    task's ``options`` (a cross-encoder's one label)."""
     device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if cuda else "cpu"
-    kwargs = {} if dtype == "auto" else {"dtype": getattr(torch, dtype)}
+    kwargs: dict[str, Any] = {} if dtype == "auto" else {"dtype": getattr(torch, dtype)}
+    if quantization is not None:
+        kwargs |= {"quantization_config": quantization, "device_map": {"": device}}
     return getattr(sentence_transformers, model_class)(name, device=device, model_kwargs=kwargs, **options)
 
 
@@ -164,8 +166,23 @@ class Saved:
             self.model.save(str(path))
             return
         inner.save_pretrained(Path(path) / "adapter")
+        if getattr(inner.get_base_model(), "is_quantized", False):  # merged into 4-bit weights it would round away
+            self._merged_unquantized(inner, Path(path))
+            return
         replaced(self.model, copy.deepcopy(inner).merge_and_unload())
         try:
             self.model.save(str(path))
         finally:
             replaced(self.model, inner)
+
+    def _merged_unquantized(self, inner: Any, path: Path) -> None:
+        """A 4-bit run's save: its base reloaded unquantized (in the dtype 4-bit computed in), the adapter merged
+        into that, saved whole."""
+        from peft import PeftModel
+
+        config = inner.peft_config["default"]
+        dtype = str(inner.get_base_model().dtype).removeprefix("torch.")
+        options = {"num_labels": 1} if type(self.model).__name__ == "CrossEncoder" else {}
+        base = load(type(self.model).__name__, config.base_model_name_or_path, dtype, cuda=False, **options)
+        merged = PeftModel.from_pretrained(transformer(base), str(path / "adapter")).merge_and_unload()
+        replaced(base, merged).save(str(path))

@@ -173,7 +173,11 @@ def _load_pretrained(run: Run, labels: Labels | None) -> tuple[Any, Any]:
     if task.sentences is not None:
         from pipeline.training import sentences
 
-        model = sentences.load(task.model_class, spec.base, run.plan.dtype, run.hardware.cuda, **task.sentences.options)
+        options = dict(task.sentences.options)
+        quantization = run.plan.quantization and _quantization(
+            run.plan.quantization, getattr(library(), task.sentences.backbone), spec.base, options)
+        model = sentences.load(task.model_class, spec.base, run.plan.dtype, run.hardware.cuda, quantization or None,
+                               **options)
         tokenizer = model.tokenizer
     elif isinstance(spec.base, tuple):
         model, tokenizer = spec.base
