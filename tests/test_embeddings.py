@@ -285,7 +285,7 @@ def test_two_processes_score_each_anchor_against_both_batches(models, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     for name, launcher in (("one", [sys.executable]),
                            ("two", [os.path.join(os.path.dirname(sys.executable), "torchrun"), "--nproc_per_node", "2",
-                                    "--master_port", "29591"])):
+                                    "--master_port", "29601"])):
         (tmp_path / name).mkdir()
         done = subprocess.run([*launcher, str(script), models["bert"], str(tmp_path / name)], env=env,
                               capture_output=True, text=True, timeout=300)

@@ -413,3 +413,34 @@ def test_zero_2_and_3_on_two_processes_train_the_weights_of_plain_ddp(models, tm
         assert found[name].keys() == found["ddp"].keys()
         for key, value in found["ddp"].items():
             torch.testing.assert_close(found[name][key], value, atol=1e-5, rtol=0, msg=f"{name} {key}")
+
+
+@pytest.mark.scale
+def test_a_zero_2_run_resumed_from_its_checkpoint_ends_at_the_uninterrupted_weights(models, tmp_path):
+    """``zero: 2`` on two CPU processes with a checkpoint every 2 of 4 steps: a run resumed from the first
+    checkpoint (DeepSpeed's sharded optimizer state, both ranks' RNG) ends at an uninterrupted run's weights."""
+    pytest.importorskip("deepspeed")
+    from safetensors.torch import load_file
+
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in sentiment(64)))
+    spec = {"base": models["bert"], "train": "train.jsonl", "maxlength": 32, "zero": 2,
+            "training": {"learning_rate": 1e-3, "max_steps": 4, "per_device_train_batch_size": 4, "seed": 0,
+                         "save_strategy": "steps", "save_steps": 2, "save_total_limit": None}}
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+
+    def launch(output, port, *settings):
+        out = subprocess.run([torchrun, "--nproc_per_node", "2", "--master_port", str(port), "-m", "pipeline.cli",
+                              "train", "spec.yaml", "-o", output, *settings], cwd=tmp_path,
+                             env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr[-3000:]
+        return out
+
+    launch("whole", 29611)
+    assert (tmp_path / "whole" / "checkpoint-2" / "global_step2").is_dir()  # DeepSpeed's own, sharded
+    uninterrupted = load_file(str(tmp_path / "whole" / "model.safetensors"))
+    resumed = launch("whole", 29612, "--set", "checkpoint=whole/checkpoint-2", "--force")
+    assert "resuming from" in resumed.stderr and "checkpoint-2" in resumed.stderr, resumed.stderr[-2000:]
+    again = load_file(str(tmp_path / "whole" / "model.safetensors"))
+    for key, value in uninterrupted.items():
+        torch.testing.assert_close(again[key], value, atol=1e-6, rtol=0, msg=key)
