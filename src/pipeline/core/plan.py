@@ -455,13 +455,8 @@ def _unsupported(spec: Spec) -> list[SpecError]:
         if isinstance(getattr(spec, field), tuple):
             problems.append(f"{field}: {spec.task} loads its models with sentence-transformers, from a folder or hub id "
                             "(got a loaded pair); save the model and give its folder")
-    negatives = len([c for c in TASKS[spec.task].columns_of(spec.columns) if c]) > 2
     if spec.teacher is not None and TASKS[spec.task].sentences.distill is None:
         problems.append(f"teacher: {spec.task} does not distill yet (got teacher={spec.teacher!r}); remove teacher")
-    elif spec.teacher is not None and not negatives:
-        problems.append(f"teacher: {spec.task} distils the teacher's margin between each row's positive and negative, "
-                        "and the data names no negative column; set columns: {anchor: ..., positive: ..., negative: "
-                        "...}")
     return [SpecError(problems)] if problems else []
 
 

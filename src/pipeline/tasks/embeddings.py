@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
+from pipeline.errors import DataError
 from pipeline.tasks.task import Kit, Sentences, Task, rows, text_problems, texts
 
 ROLES = ("anchor", "positive", "negative")
@@ -92,8 +93,10 @@ def _loss(library: Any, model: Any, spec: Any, processes: int, objective: Mappin
     if spec.teacher is None:
         return ranking
     alpha = spec.distillation[1]
-    margin = losses.MarginMSELoss(model, similarity_fct=library.sentence_transformers.util.pairwise_cos_sim)
-    return library.Weighted(model, {"ranking": (1 - alpha, ranking), "margin_mse": (alpha, margin)})
+    if objective["distilled"] == "margin-MSE":
+        margin = losses.MarginMSELoss(model, similarity_fct=library.sentence_transformers.util.pairwise_cos_sim)
+        return library.Weighted(model, {"ranking": (1 - alpha, ranking), "margin_mse": (alpha, margin)})
+    return library.Weighted(model, {"ranking": (1 - alpha, ranking), "embedding_mse": (alpha, library.Matched(model))})
 
 
 def margins(teacher: Any, encoded: Any) -> list[float]:
@@ -109,9 +112,28 @@ def margins(teacher: Any, encoded: Any) -> list[float]:
     return ((a * p).sum(-1) - (a * n).sum(-1)).float().tolist()
 
 
-def _distill(library: Any, teacher: Any, encoded: Any, spec: Any) -> Any:
-    """The rows with the teacher's margins as their ``label`` (what margin-MSE matches)."""
-    return encoded.add_column("label", margins(teacher, encoded))
+def embeddings_of(teacher: Any, encoded: Any) -> list[list[list[float]]]:
+    """The teacher's embedding of each text of each row (rows x columns x width), as its model gives them."""
+    roles = [role for role in ROLES if role in encoded.column_names]
+    found = [teacher.encode(list(encoded[role]), convert_to_tensor=True, show_progress_bar=False) for role in roles]
+    return [[found[c][i].float().tolist() for c in range(len(roles))] for i in range(len(encoded))]
+
+
+def _distill(library: Any, teacher: Any, student: Any, encoded: Any, spec: Any) -> Any:
+    """The rows with the teacher's targets as their ``label``: with a negative, its score margin (margin-MSE); else
+    its embeddings of the row's texts (embedding MSE), for which the teacher must be a bi-encoder of the student's
+    width."""
+    if "negative" in encoded.column_names:
+        return encoded.add_column("label", margins(teacher, encoded))
+    if type(teacher).__name__ == "CrossEncoder":
+        raise DataError(f"teacher: a cross-encoder scores pairs, and {spec.task}'s rows have no negative to score "
+                        "against the positive; give a negative column (margin-MSE), or a bi-encoder teacher")
+    width, ours = teacher.get_sentence_embedding_dimension(), student.get_sentence_embedding_dimension()
+    if width != ours:
+        raise DataError(f"teacher: its embeddings have {width} dimensions and the student's {ours}; embedding MSE "
+                        "needs one width: give a negative column (margin-MSE compares scores, any width), or a "
+                        "teacher of the student's width")
+    return encoded.add_column("label", embeddings_of(teacher, encoded))
 
 
 CACHED_MINI_BATCH = 32
@@ -161,6 +183,11 @@ def section(spec: Any, batch: int, accumulation: int, processes: int, columns: t
         "candidates": f"per anchor: {why}",
         "batch_sampler": "a text twice in one batch would be a false negative: such rows go to different batches",
     }
+    if spec.teacher is not None:
+        values["distilled"] = "margin-MSE" if negatives else "embedding MSE"
+        reasons["distilled"] = ("the teacher's positive-minus-negative score per row" if negatives else
+                                "no negative: each text's embedding against the teacher's (a bi-encoder of the "
+                                "student's width)")
     if spec.mine:
         values["mine"] = spec.mine
         reasons["mine"] = (f"hard negatives per pair, mined with the base model before training from the training "
@@ -207,8 +234,9 @@ TASK = Task(
     column_counts=(2, 3),
     metrics="retrieval, each anchor against every positive: cosine_ndcg@10, cosine_mrr@10, cosine_recall@10",
     metric_names=("cosine_ndcg@10", "cosine_mrr@10", "cosine_recall@10"),
-    distillation=("margin-MSE: the student's cosine margin sim(anchor, positive) - sim(anchor, negative) against the "
-                  "teacher's (a cross-encoder's scores or a bi-encoder's cosines), per row"),
+    distillation=("margin-MSE where rows have a negative: the student's cosine margin sim(anchor, positive) - "
+                  "sim(anchor, negative) against the teacher's (a cross-encoder's scores or a bi-encoder's cosines); "
+                  "else embedding MSE: each text's embedding against a bi-encoder teacher's of the same width"),
     encode=_encode,
     collate=lambda library, tokenizer, model, seed: None,
     distill=_refuse_distillation,  # not the Trainer's per-batch term: the teacher scores each row once, before training

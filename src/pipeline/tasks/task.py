@@ -106,9 +106,9 @@ class Sentences:
     mine: Callable[[Any, Any, Any, Any], Any] | None = None
     """``(library, model, encoded, spec) -> encoded``: the training rows with hard negatives mined by the model before
     it trains (``spec.mine``); ``None``: the task mines none."""
-    distill: Callable[[Any, Any, Any, Any], Any] | None = None
-    """``(library, teacher, encoded, spec) -> encoded``: each row with the teacher's target as its ``label``, for
-    the task's loss to mix in (``spec.teacher``); ``None``: the task does not distill."""
+    distill: Callable[[Any, Any, Any, Any, Any], Any] | None = None
+    """``(library, teacher, student, encoded, spec) -> encoded``: each row with the teacher's target as its ``label``,
+    for the task's loss to mix in (``spec.teacher``); ``None``: the task does not distill."""
 
 
 def _loss_alone(*_: Any) -> tuple[None, None]:

@@ -138,6 +138,20 @@ class Weighted(torch.nn.Module):
         return {name: self.weights[name] * loss(features, labels) for name, loss in self.parts.items()}
 
 
+class Matched(torch.nn.Module):
+    """Embedding MSE: each text column's embeddings against the teacher's of the same texts (``labels``: batch x
+    columns x width). The model embeds the texts again beside the ranking loss, so distilling so costs a second
+    forward pass per step."""
+
+    def __init__(self, model: Any):
+        super().__init__()
+        self.model = model
+
+    def forward(self, features: Any, labels: torch.Tensor) -> torch.Tensor:
+        found = torch.stack([self.model(f)["sentence_embedding"] for f in features], dim=1)
+        return torch.nn.functional.mse_loss(found, labels.to(found.device, found.dtype))
+
+
 def transformer(model: Any) -> Any:
     """The transformers model inside a sentence-transformers model (its first module's)."""
     return model[0].auto_model

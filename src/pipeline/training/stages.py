@@ -247,10 +247,10 @@ class _Library:
 
         from pipeline.training import detection
 
-        if name == "Weighted":
-            from pipeline.training.sentences import Weighted
+        if name in ("Weighted", "Matched"):
+            from pipeline.training import sentences
 
-            return Weighted
+            return getattr(sentences, name)
         if name == "sentence_transformers":  # with the modules the tasks use loaded
             import sentence_transformers.cross_encoder.evaluation
             import sentence_transformers.cross_encoder.losses
@@ -479,8 +479,8 @@ def train(run: Run) -> Run:
     mined = _mined(run, train_set)
     train_set = _summarized(spec, mined if mined is not None else train_set, "train")
     if run.teacher is not None and task.sentences is not None:  # the teacher's targets, each row scored once
-        train_set = task.sentences.distill(library(), run.teacher, train_set, spec)
-        eval_set = task.sentences.distill(library(), run.teacher, eval_set, spec) if eval_set is not None else None
+        train_set = task.sentences.distill(library(), run.teacher, run.model, train_set, spec)
+        eval_set = task.sentences.distill(library(), run.teacher, run.model, eval_set, spec) if eval_set is not None else None
     trainer_class, arguments, extra = Trainer, Arguments, {}
     if task.sentences is not None:
         trainer_class, arguments, extra = _sentences(run, maxlength)
