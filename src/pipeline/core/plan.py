@@ -455,6 +455,9 @@ def _unsupported(spec: Spec) -> list[SpecError]:
         if isinstance(getattr(spec, field), tuple):
             problems.append(f"{field}: {spec.task} loads its models with sentence-transformers, from a folder or hub id "
                             "(got a loaded pair); save the model and give its folder")
+    allowed = TASKS[spec.task].sentences.losses
+    if spec.loss is not None and allowed and spec.loss not in allowed:
+        problems.append(f"loss: {spec.task} trains with {' or '.join(allowed)} (got {spec.loss!r})")
     if spec.teacher is not None and TASKS[spec.task].sentences.distill is None:
         problems.append(f"teacher: {spec.task} does not distill yet (got teacher={spec.teacher!r}); remove teacher")
     return [SpecError(problems)] if problems else []

@@ -261,9 +261,10 @@ class Spec(Frozen):
     """chat: a conversation longer than ``maxlength`` loses its start (the prompt first), or is dropped."""
     packing: bool = False
     """chat: each batch's conversations in one row, positions restarting at each (no padding, no attention across)."""
-    loss: Literal["in-batch", "cached"] | None = None
+    loss: Literal["in-batch", "cached", "pointwise", "listwise"] | None = None
     """embeddings: in-batch negatives ranking (default), or its cached form (GradCache), which embeds the batch in
-    mini-batches: a large batch (many negatives per anchor) in the memory of a small one."""
+    mini-batches: a large batch (many negatives per anchor) in the memory of a small one. reranking: pointwise
+    (default: each labelled pair on its own) or listwise (rows of a query, its passages and their labels as lists)."""
     scale: float = Field(20.0, gt=0)
     """embeddings: the ranking loss's scale, by which cosine similarities are multiplied before the softmax
     (1 / temperature)."""

@@ -254,6 +254,7 @@ TASK = Task(
         mine=_mine,
         distill=_distill,
         section=section,
+        losses=("in-batch", "cached"),
         forward=lambda spec, batch, columns: (
             min(batch * len(_given(columns)), CACHED_MINI_BATCH) if spec.loss == "cached" else batch * len(_given(columns))),
         cached=lambda spec, batch, columns: (

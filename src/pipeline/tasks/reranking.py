@@ -1,6 +1,8 @@
 """Reranking: a cross-encoder reads a query and a passage together and scores how well the passage answers it
 (the second stage of a search: it reorders the candidates an embeddings index found), trained through
-sentence-transformers on labelled pairs: 1 for a relevant passage, 0 for one that is not (or a grade between).
+sentence-transformers on labelled pairs: 1 for a relevant passage, 0 for one that is not (or a grade between),
+with binary cross-entropy on each pair; or, with ``loss: listwise``, on rows of a query, a list of its passages and
+a list of their labels, with LambdaLoss over each list (it learns the order within a query's list).
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
-from pipeline.errors import SpecError
+from pipeline.errors import DataError, SpecError
 from pipeline.tasks.task import Kit, Sentences, Task, rows, text_problems, texts
 
 RELEVANT = 0.5
@@ -18,29 +20,60 @@ RELEVANT = 0.5
 RANKED = 10
 
 
+def _listed(value: Any) -> bool:
+    return isinstance(value, (list, tuple))
+
+
 def _encode(batch, columns, tokenizer, maxlength, spec, labels, indices):
-    """The texts as they are (the library's collator tokenizes each pair together) and the label as a number."""
+    """The texts as they are (the library's collator tokenizes each pair together) and the labels as numbers: one
+    per row, or a list per row (``loss: listwise``)."""
     query, passage, label = columns
-    return {"query": texts(batch, query), "passage": texts(batch, passage), "label": [float(v) for v in batch[label]]}
+    listwise = spec.loss == "listwise"
+    if any(_listed(p) != listwise for p in batch[passage]):
+        raise DataError(f"column {passage!r}: {'loss: listwise reads a list of passages per row' if listwise else 'a list of passages per row needs loss: listwise'}"
+                        f" (got {batch[passage][0]!r}); {'give lists' if listwise else 'set loss: listwise, or one passage per row'}")
+    found = [[float(v) for v in value] for value in batch[label]] if listwise else [float(v) for v in batch[label]]
+    return {"query": texts(batch, query), "passage": batch[passage] if listwise else texts(batch, passage), "label": found}
+
+
+def _relevance(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and 0 <= value <= 1
 
 
 def _check(dataset: Any, columns: tuple[str | None, ...], field: str) -> list[str]:
     query, passage, label = columns
-    problems = text_problems(dataset, query, field, "query") + text_problems(dataset, passage, field, "passage")
-    values = dataset[label]
-    bad = [i for i, v in enumerate(values) if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1]
+    passages, values = dataset[passage], dataset[label]
+    problems = text_problems(dataset, query, field, "query")
+    if not any(_listed(p) for p in passages):
+        problems += text_problems(dataset, passage, field, "passage")
+        bad = [i for i, v in enumerate(values) if not _relevance(v)]
+    else:  # listwise rows: a list of passages and as many labels
+        unlisted = [i for i, (p, v) in enumerate(zip(passages, values)) if not _listed(p) or not _listed(v)
+                    or len(p) != len(v) or not p or not all(isinstance(t, str) and t.strip() for t in p)]
+        if unlisted:
+            problems.append(f"{field}: columns {passage!r} and {label!r}: {rows(unlisted)} not a list of passages with as "
+                            f"many labels (got {passages[unlisted[0]]!r}, {values[unlisted[0]]!r}); give both as lists")
+        bad = [i for i, v in enumerate(values) if i not in unlisted and not all(_relevance(x) for x in v)]
     if bad:
         problems.append(f"{field}: column {label!r}: {rows(bad)} not a relevance between 0 and 1 (got {values[bad[0]]!r}); "
                         "give 1 for a relevant passage, 0 for one that is not")
     return problems
 
 
+def _pairs(dataset: Any, columns: tuple[str | None, ...]) -> list[tuple[str, str, float]]:
+    """(query, passage, label) of every pair, a listwise row's lists spread out."""
+    query, passage, label = columns
+    found = []
+    for q, p, value in zip(dataset[query], dataset[passage], dataset[label]):
+        found += list(zip([q] * len(p), p, value)) if _listed(p) else [(q, p, value)]
+    return found
+
+
 def groups(dataset: Any, columns: tuple[str | None, ...]) -> list[dict[str, Any]]:
     """Each distinct query with its passages (``documents``) and the relevant ones among them (``positive``), in
     first-seen order: what the reranking evaluator scores."""
-    query, passage, label = columns
     found: dict[str, dict[str, Any]] = {}
-    for q, p, value in zip(dataset[query], dataset[passage], dataset[label]):
+    for q, p, value in _pairs(dataset, columns):
         group = found.setdefault(q, {"query": q, "positive": [], "documents": []})
         if p not in group["documents"]:
             group["documents"].append(p)
@@ -51,7 +84,8 @@ def groups(dataset: Any, columns: tuple[str | None, ...]) -> list[dict[str, Any]
 
 def summary(encoded: Any, field: str) -> tuple[list[str], list[str]]:
     """The pairs, queries and relevant share; a query without a relevant passage ranks nothing (said)."""
-    labels = encoded["label"]
+    pairs = _pairs(encoded, ("query", "passage", "label"))
+    labels = [value for _, _, value in pairs]
     found = groups(encoded, ("query", "passage", "label"))
     relevant = sum(1 for v in labels if v >= RELEVANT)
     note = (f"{field}: {len(labels)} pairs over {len(found)} queries, {relevant} relevant ({relevant / max(len(labels), 1):.0%})")
@@ -68,14 +102,17 @@ def _evaluator(library: Any, dataset: Any, columns: tuple[str | None, ...]) -> A
 
 
 def _loss(library: Any, model: Any, spec: Any, processes: int, objective: Mapping[str, Any]) -> Any:
-    return library.sentence_transformers.cross_encoder.losses.BinaryCrossEntropyLoss(model)
+    losses = library.sentence_transformers.cross_encoder.losses
+    return losses.LambdaLoss(model) if objective["loss"] == "LambdaLoss" else losses.BinaryCrossEntropyLoss(model)
 
 
 def section(spec: Any, batch: int, accumulation: int, processes: int, columns: tuple[str | None, ...]
             ) -> tuple[dict[str, Any], dict[str, str]]:
     """The plan's ``objective`` section: the loss and what it scores (pure)."""
-    return ({"loss": "BinaryCrossEntropyLoss", "relevant": f"label >= {RELEVANT}"},
-            {"loss": "each (query, passage) pair scored on its own, its label the target (1 relevant, 0 not)",
+    listwise = spec.loss == "listwise"
+    return ({"loss": "LambdaLoss" if listwise else "BinaryCrossEntropyLoss", "relevant": f"label >= {RELEVANT}"},
+            {"loss": "each row's list of passages ordered against its labels (NDCG-weighted, NDCGLoss2++)" if listwise
+             else "each (query, passage) pair scored on its own, its label the target (1 relevant, 0 not)",
              "relevant": "what evaluation ranks for: each query's passages ordered by score (NDCG@10, MRR@10, MAP)"})
 
 
@@ -127,6 +164,7 @@ TASK = Task(
     hub_tag="text-ranking",
     inputs=2,
     lora_exclude=("classifier", "score"),  # the new head, trained in full by peft's SEQ_CLS
+    fields=frozenset({"loss"}),
     sentences=Sentences(
         trainer="CrossEncoderTrainer",
         backbone="AutoModelForSequenceClassification",
@@ -135,5 +173,6 @@ TASK = Task(
         evaluator=_evaluator,
         section=section,
         forward=lambda spec, batch, columns: batch,
+        losses=("pointwise", "listwise"),
     ),
 )

@@ -99,6 +99,8 @@ class Sentences:
     """The transformers auto class inside the model (what the plan counts the trainable parameters on)."""
     options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     """What the model class takes besides the folder when a run loads it to train (a cross-encoder's one label)."""
+    losses: tuple[str, ...] = ()
+    """The values of the spec's ``loss`` it takes (the first its default); empty: it reads no ``loss``."""
     cached: Callable[[Any, int, tuple[str | None, ...]], int | None] = lambda spec, batch, columns: None
     """``(spec, batch, columns) -> texts``: where examples are scored against their batch (and the loss is not cached
     already), the texts a step holds at once with the loss's cached form (same batch, less memory); ``None``: no
