@@ -443,22 +443,21 @@ def _chat(spec: Spec, provenance: dict[str, Origin]) -> FrozenDict | None:
 
 
 def _unsupported(spec: Spec) -> list[SpecError]:
-    """What a sentence-transformers task does not do: a model passed in Python, a teacher where it does not distill
-    or without negatives, mining where it has negatives already."""
-    problems = []
-    if spec.mine and (TASKS[spec.task].sentences.mine is None or len([c for c in
-                                                                     TASKS[spec.task].columns_of(spec.columns) if c]) > 2):
+    """What a sentence-transformers task refuses: mining where it has negatives already (or mines none), a model
+    passed in Python, a ``loss`` it does not take, a teacher where it does not distill."""
+    rule, problems = TASKS[spec.task], []
+    given = [c for c in rule.columns_of(spec.columns) if c]
+    if spec.mine and (rule.sentences.mine is None or len(given) > 2):
         problems.append(f"mine: {spec.task} mines negatives for (anchor, positive) pairs (got mine={spec.mine} with "
-                        f"columns {[c for c in TASKS[spec.task].columns_of(spec.columns) if c]}); remove mine, or the "
-                        "negative column")
+                        f"columns {given}); remove mine, or the negative column")
     for field in ("base", "teacher"):
         if isinstance(getattr(spec, field), tuple):
             problems.append(f"{field}: {spec.task} loads its models with sentence-transformers, from a folder or hub id "
                             "(got a loaded pair); save the model and give its folder")
-    allowed = TASKS[spec.task].sentences.losses
+    allowed = rule.sentences.losses
     if spec.loss is not None and allowed and spec.loss not in allowed:
         problems.append(f"loss: {spec.task} trains with {' or '.join(allowed)} (got {spec.loss!r})")
-    if spec.teacher is not None and TASKS[spec.task].sentences.distill is None:
+    if spec.teacher is not None and rule.sentences.distill is None:
         problems.append(f"teacher: {spec.task} does not distill yet (got teacher={spec.teacher!r}); remove teacher")
     return [SpecError(problems)] if problems else []
 
