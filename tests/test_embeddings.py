@@ -84,7 +84,7 @@ def test_qlora_trains_on_4_bit_weights_and_saves_the_adapter_merged_into_the_unq
 
     folder = tmp_path / "run"
     spec = Spec(base=models["bert"], task="embeddings", train=search_pairs(asked=1), lora=True, quantize=True,
-                quantize_on_cpu=True, training={**QUICK, "output_dir": str(folder), "learning_rate": 1e-3})
+                quantize_on_cpu=True, training={**QUICK, "max_steps": 3, "output_dir": str(folder), "learning_rate": 1e-3})
     run = fine_tune(start(spec, Hardware()))
     assert run.plan.quantization["load_in_4bit"] and run.model[0].auto_model.get_base_model().is_quantized
     texts = ["where is the azil car?", "The blue car is kept in room 10."]
@@ -346,7 +346,7 @@ def test_the_commands_train_rank_a_corpus_and_evaluate(models, tmp_path):
     (tmp_path / "corpus.jsonl").write_text("".join(json.dumps({"text": p}) + "\n" for p in passages))
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(
         {"base": models["bert"], "task": "embeddings", "train": "train.jsonl", "validation": "test.jsonl", "lora": True,
-         "training": {"num_train_epochs": 1, "per_device_train_batch_size": 8}}))
+         "training": {"max_steps": 4, "per_device_train_batch_size": 8}}))
     planned = invoke("plan", "spec.yaml", cwd=tmp_path)
     assert planned.returncode == 0, planned.stderr
     assert "objective.candidates" in planned.stdout and "train: 108 pairs; 108 share a text" in planned.stdout
@@ -397,3 +397,23 @@ def test_a_teacher_of_the_same_width_is_matched_on_its_embeddings(models, tmp_pa
                 training=QUICK)
     with pytest.raises(DataError, match="teacher: its embeddings have 384 dimensions and the student's 64"):
         fine_tune(start(wide, Hardware()))
+
+
+def test_pooling_and_normalization_set_in_the_spec_are_what_the_saved_model_computes(models, tmp_path):
+    """``pooling: cls`` and ``normalize: true`` on a plain BERT folder (mean pooling by default): the saved model's
+    embedding is its transformer's first-token state scaled to length 1, as transformers computes it."""
+    from sentence_transformers import SentenceTransformer
+    from transformers import AutoModel, AutoTokenizer
+
+    folder = tmp_path / "run"
+    spec = Spec(base=models["bert"], task="embeddings", train=search_pairs(asked=1), pooling="cls", normalize=True,
+                training={**QUICK, "max_steps": 2, "output_dir": str(folder)})
+    planned = plan(spec, Hardware())
+    assert planned.objective["pooling"] == "cls" and planned.provenance["objective.pooling"].source == "user"
+    fine_tune(start(spec, Hardware()))
+    text = "where is the azil car?"
+    saved = SentenceTransformer(str(folder), device="cpu").encode([text], convert_to_tensor=True)[0]
+    tokenizer, model = AutoTokenizer.from_pretrained(str(folder)), AutoModel.from_pretrained(str(folder))
+    with torch.no_grad():
+        first = model(**tokenizer([text], return_tensors="pt")).last_hidden_state[0, 0]
+    torch.testing.assert_close(saved, first / first.norm(), atol=1e-5, rtol=0)

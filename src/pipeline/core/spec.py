@@ -268,6 +268,11 @@ class Spec(Frozen):
     scale: float = Field(20.0, gt=0)
     """embeddings: the ranking loss's scale, by which cosine similarities are multiplied before the softmax
     (1 / temperature)."""
+    pooling: Literal["mean", "cls", "max", "lasttoken"] | None = None
+    """embeddings, similarity: how token embeddings become one vector (default: the model's own, mean for a plain
+    transformers model)."""
+    normalize: bool | None = None
+    """embeddings, similarity: vectors scaled to length 1 (default: as the model does)."""
     mine: StrictInt | None = Field(None, ge=1)
     """embeddings: before training, this many hard negatives per pair, mined with the base model from the training
     passages (sentence-transformers' miner: the anchor's most similar passages that are not its positive, scored

@@ -152,6 +152,14 @@ def _mine(library: Any, model: Any, encoded: Any, spec: Any) -> Any:
         relative_margin=MARGIN, sampling_strategy="top", output_format="triplet", verbose=False)
 
 
+def pooling_rows(spec: Any) -> tuple[dict[str, Any], dict[str, str]]:
+    """The plan's rows for the spec's ``pooling`` and ``normalize``, where it sets them (else the model's own)."""
+    values = {key: getattr(spec, key) for key in ("pooling", "normalize") if getattr(spec, key) is not None}
+    reasons = {"pooling": "one vector per text from its token embeddings, in place of the model's own pooling",
+               "normalize": "vectors scaled to length 1" if spec.normalize else "vectors left at their length"}
+    return values, {key: reasons[key] for key in values}
+
+
 def section(spec: Any, batch: int, accumulation: int, processes: int, columns: tuple[str | None, ...]
             ) -> tuple[dict[str, Any], dict[str, str]]:
     """The plan's ``objective`` section: the loss, its scale, the candidates each anchor is scored against, the
@@ -193,6 +201,8 @@ def section(spec: Any, batch: int, accumulation: int, processes: int, columns: t
         reasons["mine"] = (f"hard negatives per pair, mined with the base model before training from the training "
                            f"passages (not its positive, scored at most {1 - MARGIN:.0%} of it): each pair becomes "
                            f"{spec.mine} (anchor, positive, negative) rows, written to the run folder (mined-train.jsonl)")
+    pooled, why = pooling_rows(spec)
+    values, reasons = values | pooled, reasons | why
     if gathered > 1:
         values["gather"] = True
         reasons["gather"] = f"{processes} processes: each anchor is scored against every process's batch"
@@ -245,7 +255,7 @@ TASK = Task(
     check=_check,
     summary=summary,
     roles=ROLES,
-    fields=frozenset({"loss", "scale", "mine"}),
+    fields=frozenset({"loss", "scale", "mine", "pooling", "normalize"}),
     lora_exclude=("pooler.dense",),  # BERT's pooler: sentence-transformers pools the token embeddings instead
     hub_tag="sentence-similarity",
     sentences=Sentences(

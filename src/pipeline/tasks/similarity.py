@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.tasks.embeddings import predict_embeddings, said_embeddings
+from pipeline.tasks.embeddings import pooling_rows, predict_embeddings, said_embeddings
 from pipeline.tasks.task import Sentences, Task, rows, text_problems, texts
 
 
@@ -55,10 +55,11 @@ def _loss(library: Any, model: Any, spec: Any, processes: int, objective: Any) -
 def section(spec: Any, batch: int, accumulation: int, processes: int, columns: tuple[str | None, ...]
             ) -> tuple[dict[str, Any], dict[str, str]]:
     """The plan's ``objective`` section: the loss and its scale (pure)."""
-    return ({"loss": "CoSENTLoss", "scale": spec.scale},
+    pooled, why = pooling_rows(spec)
+    return ({"loss": "CoSENTLoss", "scale": spec.scale} | pooled,
             {"loss": f"each two of a batch's {batch} pairs whose scores differ: the higher-scored pair's cosine should "
                      "be the higher (a ranking of pairs, not a regression to the scores)",
-             "scale": f"cosine differences x {spec.scale:g} inside the loss's log-sum-exp"})
+             "scale": f"cosine differences x {spec.scale:g} inside the loss's log-sum-exp"} | why)
 
 
 def _refuse_distillation(*_: Any) -> Any:
@@ -82,7 +83,7 @@ TASK = Task(
     said=said_embeddings,
     check=_check,
     summary=summary,
-    fields=frozenset({"scale"}),
+    fields=frozenset({"scale", "pooling", "normalize"}),
     hub_tag="sentence-similarity",
     lora_exclude=("pooler.dense",),  # BERT's pooler: sentence-transformers pools the token embeddings instead
     sentences=Sentences(

@@ -105,6 +105,23 @@ def load(model_class: str, name: str, dtype: str, cuda: bool, quantization: Any 
     return getattr(sentence_transformers, model_class)(name, device=device, model_kwargs=kwargs, **options)
 
 
+def pooled(model: Any, pooling: str | None, normalize: bool | None) -> Any:
+    """A `SentenceTransformer` with the spec's ``pooling`` and ``normalize`` in place of its own (``None``: keep
+    that one); the transformer inside is the same module."""
+    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling
+
+    if pooling is None and normalize is None:
+        return model
+    modules = list(model)
+    found = [m for m in modules if isinstance(m, Pooling)]
+    if pooling is not None:
+        fresh = Pooling(model.get_sentence_embedding_dimension() or transformer(model).config.hidden_size, pooling)
+        modules = [fresh if isinstance(m, Pooling) else m for m in modules] if found else [modules[0], fresh, *modules[1:]]
+    if normalize is not None:
+        modules = [m for m in modules if not isinstance(m, Normalize)] + ([Normalize()] if normalize else [])
+    return sentence_transformers.SentenceTransformer(modules=modules, device=str(model.device))
+
+
 def teacher(name: str, dtype: str, cuda: bool) -> Any:
     """A teacher from a folder or hub id: a cross-encoder where the folder says so (sentence-transformers' own
     record, else a sequence-classification model with one output), a `SentenceTransformer` otherwise."""

@@ -178,6 +178,8 @@ def _load_pretrained(run: Run, labels: Labels | None) -> tuple[Any, Any]:
             run.plan.quantization, getattr(library(), task.sentences.backbone), spec.base, options)
         model = sentences.load(task.model_class, spec.base, run.plan.dtype, run.hardware.cuda, quantization or None,
                                **options)
+        if {"pooling", "normalize"} <= task.fields:
+            model = sentences.pooled(model, spec.pooling, spec.normalize)
         tokenizer = model.tokenizer
     elif isinstance(spec.base, tuple):
         model, tokenizer = spec.base
