@@ -231,10 +231,6 @@ def said_embeddings(prediction: Mapping[str, Any]) -> str:
     return f"{prediction['input']}  ->  {best}"
 
 
-def _refuse_distillation(*_: Any) -> Any:
-    raise NotImplementedError("embeddings distils through Sentences.distill (the teacher's margins as labels)")
-
-
 TASK = Task(
     name="embeddings",
     model_class="SentenceTransformer",
@@ -248,8 +244,6 @@ TASK = Task(
                   "sim(anchor, negative) against the teacher's (a cross-encoder's scores or a bi-encoder's cosines); "
                   "else embedding MSE: each text's embedding against a bi-encoder teacher's of the same width"),
     encode=_encode,
-    collate=lambda library, tokenizer, model, seed: None,
-    distill=_refuse_distillation,  # not the Trainer's per-batch term: the teacher scores each row once, before training
     predict=predict_embeddings,
     said=said_embeddings,
     check=_check,

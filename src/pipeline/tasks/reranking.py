@@ -12,7 +12,7 @@ from types import MappingProxyType
 from typing import Any
 
 from pipeline.errors import DataError, SpecError
-from pipeline.tasks.task import Kit, Sentences, Task, rows, text_problems, texts
+from pipeline.tasks.task import Kit, Sentences, Task, rows, text_problems, texts, unit
 
 RELEVANT = 0.5
 """A label at or above this is a relevant passage (what the evaluator ranks for)."""
@@ -36,24 +36,20 @@ def _encode(batch, columns, tokenizer, maxlength, spec, labels, indices):
     return {"query": texts(batch, query), "passage": batch[passage] if listwise else texts(batch, passage), "label": found}
 
 
-def _relevance(value: Any) -> bool:
-    return not isinstance(value, bool) and isinstance(value, (int, float)) and 0 <= value <= 1
-
-
 def _check(dataset: Any, columns: tuple[str | None, ...], field: str) -> list[str]:
     query, passage, label = columns
     passages, values = dataset[passage], dataset[label]
     problems = text_problems(dataset, query, field, "query")
     if not any(_listed(p) for p in passages):
         problems += text_problems(dataset, passage, field, "passage")
-        bad = [i for i, v in enumerate(values) if not _relevance(v)]
+        bad = [i for i, v in enumerate(values) if not unit(v)]
     else:  # listwise rows: a list of passages and as many labels
         unlisted = [i for i, (p, v) in enumerate(zip(passages, values)) if not _listed(p) or not _listed(v)
                     or len(p) != len(v) or not p or not all(isinstance(t, str) and t.strip() for t in p)]
         if unlisted:
             problems.append(f"{field}: columns {passage!r} and {label!r}: {rows(unlisted)} not a list of passages with as "
                             f"many labels (got {passages[unlisted[0]]!r}, {values[unlisted[0]]!r}); give both as lists")
-        bad = [i for i, v in enumerate(values) if i not in unlisted and not all(_relevance(x) for x in v)]
+        bad = [i for i, v in enumerate(values) if i not in unlisted and not all(unit(x) for x in v)]
     if bad:
         problems.append(f"{field}: column {label!r}: {rows(bad)} not a relevance between 0 and 1 (got {values[bad[0]]!r}); "
                         "give 1 for a relevant passage, 0 for one that is not")
@@ -140,10 +136,6 @@ def _said(prediction: Mapping[str, Any]) -> str:
     return f"{prediction['input']}  ->  {best}"
 
 
-def _refuse_distillation(*_: Any) -> Any:
-    raise NotImplementedError("reranking does not distill yet")  # the plan refuses a teacher first
-
-
 TASK = Task(
     name="reranking",
     model_class="CrossEncoder",
@@ -155,8 +147,6 @@ TASK = Task(
     metric_names=("ndcg@10", "mrr@10", "map"),
     distillation="not supported yet",
     encode=_encode,
-    collate=lambda library, tokenizer, model, seed: None,
-    distill=_refuse_distillation,
     predict=_predict,
     said=_said,
     check=_check,

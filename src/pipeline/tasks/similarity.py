@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from pipeline.tasks.embeddings import pooling_rows, predict_embeddings, said_embeddings
-from pipeline.tasks.task import Sentences, Task, rows, text_problems, texts
+from pipeline.tasks.task import Sentences, Task, rows, text_problems, texts, unit
 
 
 def _encode(batch, columns, tokenizer, maxlength, spec, labels, indices):
@@ -23,7 +23,7 @@ def _check(dataset: Any, columns: tuple[str | None, ...], field: str) -> list[st
     first, second, score = columns
     problems = text_problems(dataset, first, field) + text_problems(dataset, second, field)
     values = dataset[score]
-    bad = [i for i, v in enumerate(values) if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1]
+    bad = [i for i, v in enumerate(values) if not unit(v)]
     if bad:
         problems.append(f"{field}: column {score!r}: {rows(bad)} not a similarity between 0 and 1 (got {values[bad[0]]!r}); "
                         "scale the scores to 0..1 (an STS score of 0-5: divide by 5)")
@@ -62,10 +62,6 @@ def section(spec: Any, batch: int, accumulation: int, processes: int, columns: t
              "scale": f"cosine differences x {spec.scale:g} inside the loss's log-sum-exp"} | why)
 
 
-def _refuse_distillation(*_: Any) -> Any:
-    raise NotImplementedError("similarity does not distill yet")  # the plan refuses a teacher first
-
-
 TASK = Task(
     name="similarity",
     model_class="SentenceTransformer",
@@ -77,8 +73,6 @@ TASK = Task(
     metric_names=("spearman_cosine", "pearson_cosine"),
     distillation="not supported yet",
     encode=_encode,
-    collate=lambda library, tokenizer, model, seed: None,
-    distill=_refuse_distillation,
     predict=predict_embeddings,
     said=said_embeddings,
     check=_check,

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from pipeline.errors import DataError
 
-__all__ = ["Kit", "Labels", "Sentences", "Task", "argmax_ids", "blocks", "check_texts", "encode_blocks", "rows", "shown", "text_problems", "texts"]
+__all__ = ["Kit", "Labels", "Sentences", "Task", "unit", "argmax_ids", "blocks", "check_texts", "encode_blocks", "rows", "shown", "text_problems", "texts"]
 
 
 class Kit(Protocol):
@@ -117,6 +117,16 @@ def _loss_alone(*_: Any) -> tuple[None, None]:
     return None, None
 
 
+def _no_term(*_: Any) -> Any:
+    raise NotImplementedError("no per-batch distillation term: the plan refuses a teacher, or the teacher's targets "
+                              "come from Sentences.distill before training")
+
+
+def unit(value: Any) -> bool:
+    """A number from 0 to 1 (not a bool): a relevance, a similarity."""
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and 0 <= value <= 1
+
+
 @dataclass(frozen=True)
 class Task:
     """One task: its facts (read by the pure plan) and what it does (called by the stages)."""
@@ -143,15 +153,17 @@ class Task:
     """``(batch, columns, tokenizer, maxlength, spec, labels, indices) -> features``, unpadded; ``indices``
     (the rows' places in the set) asks for what scoring needs beside the features (question answering's
     windows, named by `scored_columns`)."""
-    collate: Callable[..., Any]
-    """``(library, tokenizer, model, seed) -> collator``: each batch padded to its own longest."""
-    distill: Callable[..., Any]
-    """``(student, teacher, inputs, kl, problem) -> tensor``: the teacher's term per labelled item, flat;
-    ``kl.softmax(s, t)``, ``kl.sigmoid(s, t)`` and ``kl.vocabulary(s, t)`` come from the shell."""
     predict: Callable[[list[Any], Kit], list[dict[str, Any]]]
     """``(inputs, kit) -> predictions``, one plain dict per input."""
     check: Callable[[Any, tuple[str | None, ...], str], list[str]]
     """``(dataset, columns, field) -> problems`` that show without a tokenizer, each naming its rows."""
+    collate: Callable[..., Any] = lambda library, tokenizer, model, seed: None
+    """``(library, tokenizer, model, seed) -> collator``: each batch padded to its own longest; ``None``: the
+    trainer's own (sentence-transformers' collators tokenize the texts themselves)."""
+    distill: Callable[..., Any] = _no_term
+    """``(student, teacher, inputs, kl, problem) -> tensor``: the teacher's term per labelled item, flat;
+    ``kl.softmax(s, t)``, ``kl.sigmoid(s, t)`` and ``kl.vocabulary(s, t)`` come from the shell. A task trained
+    through sentence-transformers has none (its teacher's targets come from `Sentences.distill`)."""
     score: Callable[..., tuple[Callable[[Any], dict[str, float]] | None, Callable[[Any, Any], Any] | None]] = _loss_alone
     """``(labels, rows, encoded, columns) -> (compute_metrics, preprocess_logits_for_metrics)`` for the
     Trainer, from the evaluation ``rows`` and their ``encoded`` features (in evaluation order)."""

@@ -188,8 +188,8 @@ class Saved:
     """A sentence-transformers model as `disk.save` saves it: ``save_pretrained`` writes the model whole, an adapter
     merged into a copy (the run's model keeps its adapter), and the adapter itself in ``adapter/``."""
 
-    def __init__(self, model: Any):
-        self.model = model
+    def __init__(self, model: Any, options: Any = ()):
+        self.model, self.options = model, dict(options)  # `Sentences.options`: a 4-bit run's base reloads with them
 
     def save_pretrained(self, path: str | Path) -> None:
         inner = transformer(self.model)
@@ -213,7 +213,6 @@ class Saved:
 
         config = inner.peft_config["default"]
         dtype = str(inner.get_base_model().dtype).removeprefix("torch.")
-        options = {"num_labels": 1} if type(self.model).__name__ == "CrossEncoder" else {}
-        base = load(type(self.model).__name__, config.base_model_name_or_path, dtype, cuda=False, **options)
+        base = load(type(self.model).__name__, config.base_model_name_or_path, dtype, cuda=False, **self.options)
         merged = PeftModel.from_pretrained(transformer(base), str(path / "adapter")).merge_and_unload()
         replaced(base, merged).save(str(path))

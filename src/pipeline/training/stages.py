@@ -544,7 +544,7 @@ def train(run: Run) -> Run:
             if task.sentences is not None:
                 from pipeline.training.sentences import Saved
 
-                disk.save(Saved(run.model), run.tokenizer, args.output_dir, [])
+                disk.save(Saved(run.model, task.sentences.options), run.tokenizer, args.output_dir, [])
             else:
                 disk.save(run.model, run.tokenizer, args.output_dir, _parts(run.model))
     run.model.eval()
