@@ -343,15 +343,21 @@ class StopOnSignal(transformers.TrainerCallback):
 
     def __init__(self) -> None:
         self.signal: int | None = None
+        """The signal training stopped for, the same on every rank."""
+        self.received: int | None = None
+        """The signal this process received."""
 
     def on_step_end(self, args, state, control, **kwargs):
+        signum = self.received
         if torch.distributed.is_available() and torch.distributed.is_initialized() and args.world_size > 1:
             # A signal reaches the ranks at different steps (a node's only, when one node is preempted): all stop
-            # after the same step, or those going on wait for the stopped ones in their next collective.
-            flag = torch.tensor([self.signal or 0], device=args.device)
+            # after the same step, or those going on wait for the stopped ones in their next collective. One that
+            # comes while this reduce waits stays in `received` for the next step's.
+            flag = torch.tensor([signum or 0], device=args.device)
             torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-            self.signal = int(flag.item()) or None
-        if self.signal is not None:
+            signum = int(flag.item()) or None
+        if signum is not None:
+            self.signal = signum
             control.should_training_stop = True
             control.should_save = bool(args.output_dir)
         return control
@@ -365,7 +371,7 @@ class StopOnSignal(transformers.TrainerCallback):
         previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
 
         def stop(signum, frame):
-            self.signal = signum
+            self.received = signum
             for s, handler in previous.items():
                 signal.signal(s, handler)
 
