@@ -466,7 +466,14 @@ def train(run: Run) -> Run:
 
     Returns the run with the model in eval mode, its metrics and the log history.
     """
-    from pipeline.training.trainer import Arguments, StopOnSignal, Trainer, frozen_heap, quiet_progress
+    from pipeline.training.trainer import (
+        Arguments,
+        StopOnSignal,
+        Trainer,
+        close_group_at_exit,
+        frozen_heap,
+        quiet_progress,
+    )
 
     if run.model is None:
         raise SpecError("train: the run has no model; put load (and adapt) before train in the chain")
@@ -508,6 +515,7 @@ def train(run: Run) -> Run:
         **extra,
     )
     quiet_progress(trainer)
+    close_group_at_exit()
     if args.output_dir:
         from pipeline.io.runs import lineage
 
