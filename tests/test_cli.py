@@ -3,6 +3,7 @@ subprocess where the process itself is the point (exit codes with --debug, a ter
 
 import csv
 import json
+import os
 import re
 import subprocess
 import sys
@@ -394,10 +395,46 @@ def test_a_field_in_both_grid_and_range_is_refused_up_front(spec_file, tmp_path)
     assert not (tmp_path / "sweep").exists()
 
 
-def test_workers_share_one_optuna_study_and_each_trial_runs_once(spec_file, tmp_path):
-    """Two `pipeline sweep --storage` processes at once on one SQLite study: 4 trials in all, none run twice,
-    each worker's results table has every trial of the study."""
-    storage = f"sqlite:///{tmp_path / 'study.db'}"
+@pytest.fixture
+def postgres():
+    """A private PostgreSQL server for one test: its data and its socket in a temp folder, no TCP port; the
+    test is skipped where no server (initdb, pg_ctl) or no driver (psycopg2) is installed. As root it runs as
+    the `postgres` user (the server refuses root)."""
+    import importlib.util
+    import shutil
+    import tempfile
+
+    if not (shutil.which("initdb") and shutil.which("pg_ctl") and importlib.util.find_spec("psycopg2")):
+        pytest.skip("no PostgreSQL server (initdb, pg_ctl) or no psycopg2 installed")
+    as_user = []
+    folder = Path(tempfile.mkdtemp(prefix="pg-"))
+    if os.geteuid() == 0:
+        import pwd
+
+        try:
+            user = pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root, and no `postgres` user to run the server as")
+        os.chown(folder, user.pw_uid, user.pw_gid)
+        as_user = ["runuser", "-u", "postgres", "--"]
+    data = folder / "data"
+    try:
+        subprocess.run([*as_user, "initdb", "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8"],
+                       check=True, capture_output=True)
+        subprocess.run([*as_user, "pg_ctl", "-D", data, "-l", folder / "log", "-w", "start", "-o",
+                        f"-k {folder} -c listen_addresses= -p 5439"], check=True, capture_output=True)
+        yield f"postgresql+psycopg2://postgres@/postgres?host={folder}&port=5439"
+        subprocess.run([*as_user, "pg_ctl", "-D", data, "-m", "fast", "-w", "stop"], capture_output=True)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.mark.parametrize("database", ["sqlite", pytest.param("postgresql", marks=pytest.mark.scale)])
+def test_workers_share_one_optuna_study_and_each_trial_runs_once(database, spec_file, tmp_path, request):
+    """Two `pipeline sweep --storage` processes at once on one study: 4 trials in all, none run twice, each
+    worker's results table has every trial of the study. On SQLite in `make test`; on a private PostgreSQL
+    server in `make test-scale` (skipped, and said, where none is installed)."""
+    storage = f"sqlite:///{tmp_path / 'study.db'}" if database == "sqlite" else request.getfixturevalue("postgres")
     command = [sys.executable, "-m", "pipeline.cli", "sweep", str(spec_file), "--search", "optuna", "--trials", "4",
                "--range", "training.learning_rate=1e-4:1e-1:log", "--storage", storage, "--study", "shared",
                "--set", "training.max_steps=2", "--set", "validation=null", "--metric", "train_loss", "-q"]

@@ -404,8 +404,8 @@ def test_sigterm_to_torchrun_stops_every_rank_at_one_checkpoint_that_resumes(mod
     # A step takes about 5 ms: on two cores the ranks, niced, leave this process the CPU to see the first
     # checkpoint and signal at once (at 120 steps, unniced, the run once finished before the signal came).
     def launch(output, port, *settings):
-        return subprocess.Popen(["nice", "-n", "10", torchrun, "--nproc_per_node", "2", "--master_port", str(port), "-m", "pipeline.cli",
-                                 "train", "spec.yaml", "-o", output, *settings], cwd=tmp_path,
+        return subprocess.Popen(["nice", "-n", "10", torchrun, "--nproc_per_node", "2", "--master_port", str(port),
+                                 "-m", "pipeline.cli", "train", "spec.yaml", "-o", output, *settings], cwd=tmp_path,
                                 env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
 
