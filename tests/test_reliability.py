@@ -434,7 +434,7 @@ def test_sigterm_to_torchrun_stops_every_rank_at_one_checkpoint_that_resumes(mod
 @pytest.mark.scale
 def test_zero_2_and_3_on_two_processes_train_the_weights_of_plain_ddp(models, tmp_path):
     """``zero: 2`` and ``zero: 3`` (DeepSpeed over gloo, 2 CPU processes) against plain DDP of the same spec: the
-    full fine-tune's weights agree within 1e-5 (the stage-3 model is gathered whole when saved)."""
+    full fine-tune's weights agree within 1e-5 (the stage-3 model, sharded, is gathered whole when saved)."""
     pytest.importorskip("deepspeed")
     from safetensors.torch import load_file
 
@@ -451,7 +451,10 @@ def test_zero_2_and_3_on_two_processes_train_the_weights_of_plain_ddp(models, tm
         assert out.returncode == 0, out.stderr[-3000:]
         found[name] = load_file(str(tmp_path / name / "model.safetensors"))
     plan = json.loads((tmp_path / "zero3" / "plan.json").read_text())
-    assert plan["training_args"]["deepspeed"]["zero_optimization"]["stage"] == 3
+    zero = plan["training_args"]["deepspeed"]["zero_optimization"]
+    # The Trainer sizes "auto" from the width (64): weights over 640 values are sharded, all but biases and norms
+    # here (under DeepSpeed's own 1e5 nothing of this model was, and the save wrote the sharded ones empty)
+    assert zero["stage"] == 3 and zero["stage3_param_persistence_threshold"] == "auto"
     for name in ("zero2", "zero3"):
         assert found[name].keys() == found["ddp"].keys()
         for key, value in found["ddp"].items():

@@ -473,6 +473,7 @@ def train(run: Run) -> Run:
         close_group_at_exit,
         frozen_heap,
         quiet_progress,
+        whole_model,
     )
 
     if run.model is None:
@@ -544,17 +545,18 @@ def train(run: Run) -> Run:
     if eval_set is not None:
         metrics |= trainer.evaluate()
         metrics |= task.after_evaluation(metrics)
-    if args.output_dir and args.should_save:
-        if mined is not None:  # what it trained on, beside the model (not a model file: kept by later saves)
-            Path(args.output_dir).mkdir(parents=True, exist_ok=True)
-            mined.to_json(str(Path(args.output_dir) / "mined-train.jsonl"), lines=True)
-        with hushed():
-            if task.sentences is not None:
-                from pipeline.training.sentences import Saved
+    with whole_model(trainer):  # every rank: ZeRO-3 gathers its shards for the save
+        if args.output_dir and args.should_save:
+            if mined is not None:  # what it trained on, beside the model (not a model file: kept by later saves)
+                Path(args.output_dir).mkdir(parents=True, exist_ok=True)
+                mined.to_json(str(Path(args.output_dir) / "mined-train.jsonl"), lines=True)
+            with hushed():
+                if task.sentences is not None:
+                    from pipeline.training.sentences import Saved
 
-                disk.save(Saved(run.model, task.sentences.options), run.tokenizer, args.output_dir, [])
-            else:
-                disk.save(run.model, run.tokenizer, args.output_dir, _parts(run.model))
+                    disk.save(Saved(run.model, task.sentences.options), run.tokenizer, args.output_dir, [])
+                else:
+                    disk.save(run.model, run.tokenizer, args.output_dir, _parts(run.model))
     run.model.eval()
     log.debug("metrics: %s", metrics)
     history = tuple(FrozenDict(entry) for entry in trainer.state.log_history)

@@ -414,6 +414,21 @@ def _close_group() -> None:
 
 
 @contextlib.contextmanager
+def whole_model(trainer: transformers.Trainer) -> Iterator[None]:
+    """Under ZeRO-3, the model's weights gathered whole on every rank (each holds a shard of every large one;
+    `save_pretrained` alone writes those empty): enter it on every rank, since gathering is a collective.
+    Elsewhere it does nothing."""
+    engine = getattr(trainer, "deepspeed", None)
+    if engine is None or engine.zero_optimization_stage() != 3:
+        yield
+        return
+    import deepspeed
+
+    with deepspeed.zero.GatheredParameters(list(trainer.model.parameters()), modifier_rank=None):
+        yield
+
+
+@contextlib.contextmanager
 def frozen_heap() -> Iterator[None]:
     """Python's cycle collector skips every object alive now (the libraries, the model, the data) until
     the block ends: the collection the Trainer forces at the start (about 0.3 s with torch, transformers
