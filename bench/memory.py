@@ -2,12 +2,16 @@
 
     python -m bench.memory                 # the whole matrix (about 40 minutes here), writes bench/MEMORY.md
     python -m bench.memory --models bert-22m --seqs 128
+    python -m bench.memory --models bert-110m --ways full --seqs 128 --checkpointing false --processes 2 \
+        --zero none,1,2,3 --markdown bench/MEMORY-zero.md --out bench/memory-zero.json   # per process, torchrun
 
 Each cell builds nothing itself: the parent writes every model once (random weights,
 from a config) and each cell runs `fine_tune` on it for a few steps in a fresh process.
 Measured = peak RSS of that process (``ru_maxrss``) minus its RSS just before `load`
 (after torch, transformers and peft are imported), so the interpreter and libraries
 are not counted; estimated = `estimate(...).total` for the same spec on `Hardware()`.
+With ``--processes N`` each cell runs under torchrun (gloo): every rank measures itself, and the
+estimate is the per-process one for ``Hardware(processes=N)`` (``--zero`` adds DeepSpeed ZeRO).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import sys
 import tempfile
 import threading
 import time
+from itertools import product
 from pathlib import Path
 
 HERE = Path(__file__).parent
@@ -83,6 +88,8 @@ def spec_for(cell: dict, path: str):
                 **cell.get("training", {})}
     if cell.get("dtype", "float32") != "float32":
         cell = {**cell, "spec": {"dtype": cell["dtype"], **cell.get("spec", {})}}
+    if cell.get("zero"):
+        cell = {**cell, "spec": {"zero": cell["zero"], **cell.get("spec", {})}}
     fields = dict(base=path, task=task, train=rows, maxlength=cell["seq"], lora=cell["way"] != "full" or None,
                   quantize=cell["way"] == "qlora" or None, quantize_on_cpu=cell["way"] == "qlora", training=training,
                   lean_memory=True)  # the estimate is of the lean peak; the default picks lean only when tight
@@ -106,10 +113,10 @@ def cell_main(cell: dict, path: str) -> dict:
     import torch  # noqa: F401
     import transformers  # noqa: F401
 
-    from pipeline import Hardware, adapt, load, quantize, start, train
+    from pipeline import adapt, load, quantize, start, train
 
     spec = spec_for(cell, path)
-    run = start(spec, Hardware())
+    run = start(spec, hardware(cell))
     import datasets  # noqa: F401
 
     baseline = rss_mb()
@@ -124,28 +131,42 @@ def cell_main(cell: dict, path: str) -> dict:
     finally:
         done.set()
         sampler.join()
-    return {"baseline_mb": baseline, "load_mb": loaded, "peak_mb": peak_mb() - baseline,
+    return {"rank": int(os.environ.get("RANK", 0)), "baseline_mb": baseline, "load_mb": loaded,
+            "peak_mb": peak_mb() - baseline,
             "train_peak_mb": max(sampled, default=baseline) - baseline,
             "attention": run.model.config._attn_implementation if hasattr(run.model, "config") else "?",
             "train_loss": run.metrics.get("train_loss")}
 
 
+def hardware(cell: dict):
+    from pipeline import Hardware
+
+    return Hardware(processes=cell.get("processes", 1))
+
+
 def measure(cell: dict, path: str) -> dict:
-    """One cell in a fresh process."""
+    """One cell in a fresh process, or in ``cell["processes"]`` under torchrun: the highest rank's peak, and
+    each rank's in ``ranks_mb`` (one thread a rank, as the two cores here hold two)."""
+    processes = cell.get("processes", 1)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-           "PYTHONPATH": f"{HERE.parent}:{HERE.parent / 'src'}"}
+           "PYTHONPATH": f"{HERE.parent}:{HERE.parent / 'src'}", **({"OMP_NUM_THREADS": "1"} if processes > 1 else {})}
+    launcher = [sys.executable] if processes == 1 else [
+        str(Path(sys.executable).parent / "torchrun"), "--standalone", "--nproc_per_node", str(processes)]
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "bench.memory", "--cell", json.dumps(cell), "--path", path],
+    done = subprocess.run([*launcher, "-m", "bench.memory", "--cell", json.dumps(cell), "--path", path],
                           env=env, capture_output=True, text=True)
     if done.returncode != 0:
         return {"error": done.stderr[-2000:]}
-    return {**json.loads(done.stdout.strip().splitlines()[-1]), "seconds": time.perf_counter() - started}
+    ranks = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    highest = max(ranks, key=lambda r: r["peak_mb"])
+    extra = {"ranks_mb": [r["peak_mb"] for r in sorted(ranks, key=lambda r: r["rank"])]} if processes > 1 else {}
+    return {**highest, **extra, "seconds": time.perf_counter() - started}
 
 
 def estimated(cell: dict, path: str) -> dict:
-    from pipeline import Hardware, estimate
+    from pipeline import estimate
 
-    memory = estimate(spec_for(cell, path), Hardware())
+    memory = estimate(spec_for(cell, path), hardware(cell))
     return {"estimate_mb": memory.total / 2**20, "parts": {k: v / 2**20 for k, v in memory.parts.items()}}
 
 
@@ -159,6 +180,8 @@ def main() -> None:
     parser.add_argument("--checkpointing", default="false,true")
     parser.add_argument("--dtypes", default="float32", help="the weights' dtypes (float32, bfloat16)")
     parser.add_argument("--batch", type=int, help="batch size for every model (default: per model)")
+    parser.add_argument("--processes", type=int, default=1, help="training processes (torchrun over gloo)")
+    parser.add_argument("--zero", default="none", help="DeepSpeed ZeRO stages to run (none,1,2,3)")
     parser.add_argument("--markdown", default=str(HERE / "MEMORY.md"), help="where the report goes")
     parser.add_argument("--out", default=str(HERE / "memory.json"), help="raw results (JSON lines)")
     parser.add_argument("--report", action="store_true", help="only rewrite MEMORY.md from --out")
@@ -176,9 +199,10 @@ def main() -> None:
             for seq in dict.fromkeys(seqs):
                 for way in options.ways.split(","):
                     for checkpointing in (c == "true" for c in options.checkpointing.split(",")):
-                        for dtype in options.dtypes.split(","):
+                        for dtype, zero in product(options.dtypes.split(","), options.zero.split(",")):
                             cell = {"model": name, "way": way, "checkpointing": checkpointing, "seq": seq,
-                                    "batch": options.batch or BATCH[name], "dtype": dtype}
+                                    "batch": options.batch or BATCH[name], "dtype": dtype,
+                                    "processes": options.processes, "zero": None if zero == "none" else int(zero)}
                             row = {**cell, **measure(cell, path)}
                             print(json.dumps(row), flush=True)
                             with out.open("a") as f:
@@ -193,12 +217,14 @@ def report(rows: list[dict], folder: Path, options: argparse.Namespace) -> None:
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, {os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE') / 2**30:.0f} GiB, no GPU.",
         f"Command: `python -m bench.memory --models {options.models} --ways {options.ways} --seqs {options.seqs} "
         f"--checkpointing {options.checkpointing}{f' --batch {options.batch}' if options.batch else ''}"
-        f"{f' --dtypes {options.dtypes}' if options.dtypes != 'float32' else ''}` "
+        f"{f' --dtypes {options.dtypes}' if options.dtypes != 'float32' else ''}"
+        f"{f' --processes {options.processes} --zero {options.zero}' if options.processes > 1 else ''}` "
         f"(raw rows: `{options.out}`).",
         "",
         f"Each cell is its own process: {STEPS} training steps of fixed-length batches (random weights, float32",
         "unless the way says bfloat16, AdamW). Measured = peak RSS minus the RSS just before `load` (libraries imported); estimated =",
-        "`pipeline.estimate(spec, Hardware())`. Error = estimate / measured - 1.",
+        "`pipeline.estimate(spec, Hardware())`. Error = estimate / measured - 1. Under torchrun (a way's",
+        "`N processes`): each rank's own peak, the highest measured, the estimate per process.",
         "",
         "| model | way | checkpointing | batch x seq | measured MB | estimated MB | error | attention | s |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -211,8 +237,11 @@ def report(rows: list[dict], folder: Path, options: argparse.Namespace) -> None:
         error = estimate / row["peak_mb"] - 1
         errors.append(error)
         dtype = row.get("dtype", "float32")
+        way = ", ".join([row["way"], *([dtype] if dtype != "float32" else []),
+                         *([f"{row['processes']} processes"] if row.get("processes", 1) > 1 else []),
+                         *([f"ZeRO-{row['zero']}"] if row.get("zero") else [])])
         lines.append(
-            f"| {row['model']} | {row['way']}{f' ({dtype})' if dtype != 'float32' else ''} | "
+            f"| {row['model']} | {way} | "
             f"{'on' if row['checkpointing'] else 'off'} | "
             f"{row['batch']} x {row['seq']} | {row['peak_mb']:.0f} | {estimate:.0f} | {error:+.0%} | "
             f"{row['attention']} | {row['seconds']:.0f} |"

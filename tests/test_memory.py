@@ -1,6 +1,7 @@
 """The memory estimate: arithmetic on hand-worked configs, monotonic properties, fit and advice."""
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -389,6 +390,31 @@ def test_zero_shards_model_states_as_the_zero_paper_counts_them(stage, per_param
     assert round(per_parameter * 7.5, 1) == {1: 31.4, 2: 16.6, 3: 1.9}[stage]
     assert made.training_args["deepspeed"]["zero_optimization"]["stage"] == stage
     assert made.provenance["training_args.deepspeed"].reason == f"zero: {stage}"
+
+
+def test_several_processes_hold_what_ddp_and_deepspeed_keep_beside_the_model_states():
+    """Measured on 2 CPU processes (bench/MEMORY.md, bert-110m): DDP holds its gradient buckets, a copy of every
+    gradient, beside the gradients (+421 MB over one process); DeepSpeed keeps a float32 copy of each process's
+    shard for the optimizer whatever the module's dtype; ZeRO-3 gathers the whole module while a step runs
+    (for its first 1e9 parameters, DeepSpeed's stage3_max_live_parameters), in the module's dtype."""
+    m = shape(TINY)
+    blocks = 2 * (2 * 64 * 64 + 2 * 64 * 32 + 3 * 64 * 128)
+    parameters = blocks + 2 * 6 * 64 + 1000 * 64 + 1000 * 64
+    setup = Setup(task="language-generation", batch=2, tokens=16, language_model=True)
+    one = memory(m, setup)
+    ddp = memory(m, replace(setup, shards=2))
+    assert ddp.parts["buckets"] == parameters * 4 and ddp.total == one.total + parameters * 4
+    assert "buckets" not in one.parts
+    zero2 = memory(m, replace(setup, shards=2, zero=2))
+    assert zero2.parts["optimizer"] == (2 + 1) * parameters * 4 // 2  # two Adam states and the master copy
+    assert "buckets" not in zero2.parts and "gathered" not in zero2.parts
+    zero3 = memory(m, replace(setup, shards=2, zero=3))
+    assert zero3.parts["gathered"] == parameters * 4
+    transient = zero3.parts["activations"] + zero3.parts["logits"] + zero3.parts["gathered"]
+    assert zero3.total == sum(zero3.parts[k] for k in ("weights", "optimizer", "overhead")) + transient
+    big = memory(shape(LLAMA_8B), Setup(task="language-generation", batch=1, tokens=512, language_model=True,
+                                        device="cuda", mixed_precision=True, zero=3, shards=8))
+    assert big.parts["gathered"] == 10**9 * 2  # 16-bit module, the live-parameter limit
 
 
 def test_a_full_8b_fine_tune_does_not_fit_one_a100_and_fits_eight_under_zero_3():

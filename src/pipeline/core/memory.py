@@ -54,6 +54,8 @@ GATED = {"llama", "mistral", "mixtral", "qwen2", "qwen3", "qwen2_moe", "gemma", 
 """Model types whose MLP is gated (gate, up and down projections)."""
 OVERHEAD = {"cpu": 48 * MiB, "cuda": 1 * GiB, "mps": 512 * MiB, "xpu": 1 * GiB}
 """Fixed cost per device kind: the data and Trainer on a CPU; CUDA context and allocator cache on a GPU."""
+LIVE_PARAMETERS = 10**9
+"""DeepSpeed's default stage3_max_live_parameters: the most parameters ZeRO-3 keeps gathered per process."""
 
 
 def _first(config: Mapping[str, Any], *names: str, default: Any = None) -> Any:
@@ -264,11 +266,13 @@ class Memory(Frozen):
     @computed_field  # type: ignore[prop-decorator]
     @property
     def total(self) -> int:
-        """The estimated peak: weights, adapters, optimizer, overhead and a teacher, plus the larger
-        of (activations + logits) and gradients; or the loading peak, when that is higher."""
+        """The estimated peak: weights, adapters, optimizer, overhead, DDP's buckets and a teacher, plus the
+        larger of (activations + logits + the weights ZeRO-3 gathers) and gradients; or the loading peak, when
+        that is higher."""
         p = self.parts
         steady = p["weights"] + p["adapters"] + p["optimizer"] + p["overhead"] + p.get("teacher", 0)
-        training = steady + max(p["activations"] + p["logits"], p["gradients"])
+        steady += p.get("buckets", 0)
+        training = steady + max(p["activations"] + p["logits"] + p.get("gathered", 0), p["gradients"])
         return max(training, p["weights"] + p["loading"] + p["overhead"])
 
     @computed_field  # type: ignore[prop-decorator]
@@ -502,9 +506,16 @@ def _parts(model: Shape, setup: Setup) -> tuple[dict[str, int], dict[str, str], 
         masks = tokens * (per_token // model.layers if _checkpointing(setup) else per_token)
         activations += masks
         inputs["activations"] += f" + LoRA dropout masks {tokens:,} tokens x {per_token:,} bytes"
+    held: dict[str, int] = {}
     if setup.zero:
-        weights, gradients, optimizer, adapters = _sharded(setup, inputs, trainable, parameters, weights, gradients,
-                                                           optimizer, adapters)
+        weights, gradients, optimizer, adapters, gathered = _sharded(setup, inputs, trainable, parameters, weights,
+                                                                     gradients, optimizer, adapters)
+        if gathered:
+            held["gathered"] = gathered
+    elif setup.shards > 1 and trainable:
+        # DDP copies each gradient into its buckets to all-reduce them, and keeps the buckets
+        held["buckets"] = gradients
+        inputs["buckets"] = f"DDP over {setup.shards} processes: a copy of the gradients to all-reduce"
     logits, inputs["logits"] = _logits(model, setup, tokens)
     overhead = OVERHEAD.get(setup.device, OVERHEAD["cpu"])
     inputs["overhead"] = f"{setup.device}: fixed"
@@ -517,6 +528,7 @@ def _parts(model: Shape, setup: Setup) -> tuple[dict[str, int], dict[str, str], 
         "activations": activations,
         "logits": logits,
         "overhead": overhead,
+        **held,
     }
     if setup.models > 1:
         parts = {k: v if k == "overhead" else v * setup.models for k, v in parts.items()}
@@ -527,17 +539,29 @@ def _parts(model: Shape, setup: Setup) -> tuple[dict[str, int], dict[str, str], 
 
 
 def _sharded(setup: Setup, inputs: dict[str, str], trainable: int, parameters: int, *parts: int
-             ) -> tuple[int, int, int, int]:
-    """Weights, gradients, optimizer state and adapters per process under ZeRO (`Setup.zero`)."""
+             ) -> tuple[int, int, int, int, int]:
+    """Weights, gradients, optimizer state and adapters per process under ZeRO (`Setup.zero`), and at stage 3
+    the weights gathered while a step runs."""
     weights, gradients, optimizer, adapters = parts
     n, stage = setup.shards, setup.zero or 0
     if setup.mixed_precision and not setup.lora_r and not setup.quantized_bits:
-        # DeepSpeed keeps the module and its gradients in 16 bits; the float32 master weights join the optimizer
+        # DeepSpeed keeps the module and its gradients in 16 bits
         weights, gradients = parameters * 2, trainable * 2
-        optimizer += trainable * 4
         inputs["weights"] = f"{parameters:,} parameters x 2 bytes (16-bit module)"
         inputs["gradients"] = f"{trainable:,} trainable x 2 bytes"
-        inputs["optimizer"] += f" + float32 master weights {trainable:,} x 4 bytes"
+    # and the optimizer steps a float32 copy of the process's shard, whatever the module's dtype (measured
+    # on CPUs in float32: bench/MEMORY.md)
+    optimizer += trainable * 4
+    inputs["optimizer"] += f" + float32 master weights {trainable:,} x 4 bytes"
+    gathered = 0
+    if stage == 3:
+        # A module's weights are gathered whole for its forward and backward and kept while DeepSpeed's limits
+        # allow (stage3_max_live_parameters; max_reuse_distance keeps those the backward uses again): all of a
+        # model up to that many parameters
+        live = min(parameters, LIVE_PARAMETERS)
+        gathered = weights * live // parameters
+        inputs["gathered"] = (f"ZeRO-3: the weights gathered while a step runs, {live:,} parameters"
+                              f"{' (stage3_max_live_parameters)' if live < parameters else ''}")
     shard = f" / {n} processes (ZeRO-{stage})"
     optimizer //= n
     inputs["optimizer"] += shard
@@ -551,7 +575,7 @@ def _sharded(setup: Setup, inputs: dict[str, str], trainable: int, parameters: i
         inputs["weights"] += shard
         if setup.offload == "parameters":
             weights, inputs["weights"] = 0, inputs["weights"] + ": in CPU memory (offload)"
-    return weights, gradients, optimizer, adapters
+    return weights, gradients, optimizer, adapters, gathered
 
 
 def _dtype(model: Shape, setup: Setup) -> tuple[str, int]:
