@@ -115,6 +115,59 @@ def test_retrieval_data_from_pairs_one_query_per_anchor_one_document_per_text():
     assert relevant == {"q0": {"d0", "d1"}, "q1": {"d2"}}
 
 
+def test_a_validation_row_without_an_anchor_is_a_passage_no_query_asks_for():
+    rows = Dataset.from_list([{"q": "a", "p": "x"}, {"q": None, "p": "y"}, {"q": "b", "p": "x"}])
+    found, corpus, relevant = queries(rows, ("q", "p", None))
+    assert found == {"q0": "a", "q1": "b"} and corpus == {"d0": "x", "d1": "y"}
+    assert relevant == {"q0": {"d0"}, "q1": {"d0"}}
+
+
+def beir(folder, passages, asked, judged):
+    """A BEIR folder: corpus.jsonl, queries.jsonl and qrels/test.tsv (query-id, corpus-id, score)."""
+    (folder / "qrels").mkdir(parents=True)
+    (folder / "corpus.jsonl").write_text("".join(json.dumps({"_id": i, "title": "", "text": t}) + "\n"
+                                                 for i, t in passages.items()))
+    (folder / "queries.jsonl").write_text("".join(json.dumps({"_id": i, "text": t}) + "\n" for i, t in asked.items()))
+    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(
+        f"{q}\t{d}\t{score}\n" for q, d, score in judged))
+    return str(folder)
+
+
+def held_out_beir():
+    """The held-out pairs as BEIR's passages, queries and judgements, with every training passage (asked by no
+    held-out query) in the corpus too."""
+    pairs = search_pairs(held_out=True)
+    passages = {f"d{i}": t for i, t in enumerate(dict.fromkeys(r["positive"] for r in search_pairs() + pairs))}
+    asked = {f"q{i}": t for i, t in enumerate(dict.fromkeys(r["anchor"] for r in pairs))}
+    ids = {t: i for i, t in passages.items()}
+    return passages, asked, [(q, ids[r["positive"]], 1) for q, text in asked.items() for r in pairs if r["anchor"] == text]
+
+
+def test_a_beir_folder_reads_as_pairs_and_the_passages_no_query_asks_for(tmp_path):
+    from pipeline.io.data import read
+
+    folder = beir(tmp_path / "beir", {"d1": "x", "d2": "y", "d3": "z"}, {"q1": "a", "q2": "b", "q3": "c"},
+                  [("q1", "d1", 1), ("q1", "d3", 2), ("q2", "d2", 0), ("q3", "d2", 1)])
+    assert read(folder, "validation").to_list() == [
+        {"anchor": "a", "positive": "x"}, {"anchor": "a", "positive": "z"}, {"anchor": "c", "positive": "y"}]
+    qrels = tmp_path / "beir" / "qrels"
+    (qrels / "test.tsv").rename(qrels / "dev.tsv")
+    (qrels / "train.tsv").write_text("query-id\tcorpus-id\tscore\nq2\td1\t1\n")
+    with pytest.raises(DataError, match=r"validation: .*qrels' holds dev.tsv, train.tsv and no test.tsv; .*qrels/dev.tsv"):
+        read(folder, "validation")
+    assert read(str(qrels / "train.tsv"), "validation").to_list() == [
+        {"anchor": "b", "positive": "x"}, {"anchor": None, "positive": "y"}, {"anchor": None, "positive": "z"}]
+    assert read(str(qrels / "train.tsv"), "train").to_list() == [{"anchor": "b", "positive": "x"}]  # pairs to learn
+    (qrels / "train.tsv").write_text("query-id\tcorpus-id\tscore\nq2\td9\t1\n")
+    with pytest.raises(DataError, match=r"train: .*train.tsv' line 2 \('q2\\td9\\t1'\): expected passage 'd9' in corpus"):
+        read(str(qrels / "train.tsv"), "train")
+
+
+def test_a_train_row_without_an_anchor_is_refused():
+    with pytest.raises(DataError, match=r"train: column 'anchor': row 2 without anchor text \(got None\)"):
+        fine_tune(embeddings_spec(train=[{"anchor": "a", "positive": "x"}, {"anchor": None, "positive": "y"}]))
+
+
 def test_rows_that_would_be_false_negatives_are_counted():
     rows = Dataset.from_list([{"anchor": "a", "positive": "x"}, {"anchor": "b", "positive": "x"},
                               {"anchor": "c", "positive": "y"}])
@@ -201,6 +254,40 @@ def test_evaluating_the_folder_gives_the_runs_numbers(trained):
     for name in ("eval_cosine_ndcg@10", "eval_cosine_mrr@10", "eval_cosine_recall@10"):
         assert again[name] == pytest.approx(run.metrics[name], abs=1e-6)
         assert f"before_{name}" in run.metrics
+
+
+def test_a_beir_folder_scores_as_sentence_transformers_scores_its_queries_corpus_and_relevant_ids(trained, tmp_path):
+    """Validation as BEIR gives it (queries, a corpus and relevant ids; here with passages no query asks for):
+    `evaluate` gives what sentence-transformers' retrieval evaluator gives on those ids, and the same as the
+    rows with the unasked passages anchorless; more passages to search among score no higher than the pairs."""
+    from sentence_transformers.evaluation import InformationRetrievalEvaluator
+    from sentence_transformers.util import cos_sim
+
+    run, folder = trained
+    pairs, (passages, asked, judged) = search_pairs(held_out=True), held_out_beir()
+    path = beir(tmp_path / "beir", passages, asked, judged)
+    given = evaluate(str(folder), path, task="embeddings")
+    theirs = InformationRetrievalEvaluator(
+        asked, passages, {q: {d for q2, d, _ in judged if q2 == q} for q in asked}, mrr_at_k=[10], ndcg_at_k=[10],
+        accuracy_at_k=[1], precision_recall_at_k=[1, 10], map_at_k=[10], name="", write_csv=False,
+        score_functions={"cosine": cos_sim}, show_progress_bar=False)(run.model)
+    for name in ("cosine_ndcg@10", "cosine_mrr@10", "cosine_recall@10", "cosine_accuracy@1"):
+        assert given[f"eval_{name}"] == pytest.approx(theirs[name], abs=1e-9), name
+    unasked = set(passages.values()) - {r["positive"] for r in pairs}
+    rows = pairs + [{"anchor": None, "positive": t} for t in sorted(unasked)]
+    assert evaluate(str(folder), rows, task="embeddings") == pytest.approx(given, abs=1e-9)
+    alone = evaluate(str(folder), pairs, task="embeddings")
+    assert len(unasked) > 30 and given["eval_cosine_ndcg@10"] <= alone["eval_cosine_ndcg@10"]
+
+
+def test_training_validates_on_a_beir_folder_with_the_loss_of_its_pairs(models, tmp_path):
+    """The same training validated on the held-out pairs and on them as a BEIR folder with passages no query asks
+    for: the same eval loss (the loss is the pairs'), retrieval among more passages."""
+    pairs, folder = search_pairs(held_out=True), beir(tmp_path / "beir", *held_out_beir())
+    found = [fine_tune(Spec(base=models["bert"], task="embeddings", train=search_pairs(), validation=given, lora=True,
+                            training={**QUICK, "max_steps": 2})).metrics for given in (pairs, folder)]
+    assert found[1]["eval_loss"] == pytest.approx(found[0]["eval_loss"], abs=1e-6)
+    assert found[1]["eval_cosine_ndcg@10"] <= found[0]["eval_cosine_ndcg@10"]
 
 
 def test_the_plans_trainable_count_is_the_runs(trained):

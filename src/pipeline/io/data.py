@@ -31,7 +31,11 @@ def read(source: Any, field: str) -> Any:
     try:
         if source_kind(source) == "frame":
             return Dataset.from_pandas(source, preserve_index=False)
-        rows = _read_file(Path(source), field) if isinstance(source, str) else thaw(source)
+        if isinstance(source, str):
+            rows = _read_beir(Path(source), field)
+            rows = _read_file(Path(source), field) if rows is None else rows
+        else:
+            rows = thaw(source)
         return Dataset.from_list(rows)
     except DataError:
         raise
@@ -55,6 +59,46 @@ def _mixed(rows: list[dict[str, Any]] | None) -> str | None:
                     f"(row {i + 1}: {value!r})"
                 )
     return None
+
+
+def _read_beir(path: Path, field: str) -> list[dict[str, Any]] | None:
+    """Retrieval data as BEIR gives it: a folder of ``corpus.jsonl`` (``_id``, ``title``, ``text``),
+    ``queries.jsonl`` (``_id``, ``text``) and ``qrels/*.tsv`` (query-id, corpus-id, score), read with its
+    ``test.tsv`` or its only one, or a qrels file inside it. Rows for the embeddings task: an ``anchor`` (the
+    query) and a ``positive`` (a passage judged above 0) for each judged pair, then each passage no query of
+    that file asks for with no anchor (searched among, as BEIR does; not for ``train``). ``None`` where ``path``
+    is neither."""
+    if path.is_dir() and (path / "corpus.jsonl").is_file():
+        folder, tables = path, sorted(p.name for p in (path / "qrels").glob("*.tsv"))
+        chosen = "test.tsv" if "test.tsv" in tables else tables[0] if len(tables) == 1 else None
+        if chosen is None:
+            raise DataError(f"{field}: {str(path / 'qrels')!r} holds {', '.join(tables) or 'no .tsv file'} and no "
+                            f"test.tsv; give the one to score as {field}, e.g. {field}: "
+                            f"{path / 'qrels' / (tables or ['test.tsv'])[0]}")
+        qrels = path / "qrels" / chosen
+    elif path.suffix == ".tsv" and path.parent.name == "qrels" and (path.parents[1] / "corpus.jsonl").is_file():
+        folder, qrels = path.parents[1], path
+    else:
+        return None
+    corpus = {str(row["_id"]): " ".join(t for t in (row.get("title"), row.get("text")) if t)
+              for row in _read_file(folder / "corpus.jsonl", field)}
+    asked = {str(row["_id"]): row.get("text") for row in _read_file(folder / "queries.jsonl", field)}
+    rows, judged = [], set()
+    for number, line in enumerate(qrels.read_text().splitlines(), 1):
+        values = line.split("\t")
+        if number == 1 and values[0] == "query-id" or not line.strip():
+            continue
+        unknown = ("a line of 3 tab-separated values" if len(values) != 3 else
+                   f"query {values[0]!r} in queries.jsonl" if values[0] not in asked else
+                   f"passage {values[1]!r} in corpus.jsonl" if values[1] not in corpus else None)
+        if unknown:
+            raise DataError(f"{field}: {str(qrels)!r} line {number} ({line!r}): expected {unknown}; fix the line")
+        if float(values[2]) > 0:
+            rows.append({"anchor": asked[values[0]], "positive": corpus[values[1]]})
+            judged.add(values[1])
+    if field == "train":  # pairs to learn from; the passages no query asks for only matter to a search
+        return rows
+    return rows + [{"anchor": None, "positive": text} for key, text in corpus.items() if key not in judged]
 
 
 def _read_file(path: Path, field: str) -> list[dict[str, Any]]:

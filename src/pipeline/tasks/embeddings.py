@@ -37,12 +37,21 @@ def _texts(spec: Any, columns: tuple[str | None, ...]) -> int:
 
 def _encode(batch, columns, tokenizer, maxlength, spec, labels, indices):
     """The texts as they are, one column per role: sentence-transformers' collator tokenizes each batch (to the
-    model's ``max_seq_length``, which the stages set to ``maxlength``)."""
-    return {role: texts(batch, column) for role, column in _given(columns)}
+    model's ``max_seq_length``, which the stages set to ``maxlength``). Held-out rows without an anchor (passages
+    only searched among) are not pairs: they are left out of the loss."""
+    asked = [i for i, anchor in enumerate(batch[columns[0]]) if anchor is not None]
+    pairs = {column: [batch[column][i] for i in asked] for _, column in _given(columns)}
+    return {role: texts(pairs, column) for role, column in _given(columns)}
 
 
 def _check(dataset: Any, columns: tuple[str | None, ...], field: str) -> list[str]:
-    return [problem for role, column in _given(columns) for problem in text_problems(dataset, column, field, f"{role} text")]
+    given, held_out = _given(columns), field != "train"
+    if held_out and all(value is None for value in dataset[given[0][1]]):
+        return [f"{field}: column {given[0][1]!r} has no anchor in any row; a held-out row without one is a passage "
+                "only searched among, so give at least one query with its positive"]
+    # held out, a row without an anchor is a passage of the corpus that no query asks for
+    return [problem for role, column in given
+            for problem in text_problems(dataset, column, field, f"{role} text", optional=held_out and role == "anchor")]
 
 
 def summary(encoded: Any, field: str) -> tuple[list[str], list[str]]:
@@ -63,7 +72,8 @@ def summary(encoded: Any, field: str) -> tuple[list[str], list[str]]:
 
 def queries(dataset: Any, columns: tuple[str | None, ...]) -> tuple[dict[str, str], dict[str, str], dict[str, set[str]]]:
     """Retrieval data from pairs: each distinct anchor a query, every distinct positive and negative text the
-    corpus, each anchor's positives the relevant documents (ids are the texts' first places, as text)."""
+    corpus, each anchor's positives the relevant documents (ids are the texts' first places, as text). A row
+    without an anchor adds its passages to the corpus only (one no query asks for, as BEIR's corpora have)."""
     given = dict(_given(columns))
     anchors, positives = dataset[given["anchor"]], dataset[given["positive"]]
     corpus_texts = list(positives) + (list(dataset[given["negative"]]) if "negative" in given else [])
@@ -73,6 +83,8 @@ def queries(dataset: Any, columns: tuple[str | None, ...]) -> tuple[dict[str, st
     found: dict[str, str] = {}
     relevant: dict[str, set[str]] = {}
     for anchor, positive in zip(anchors, positives):
+        if anchor is None:
+            continue
         query = found.setdefault(anchor, f"q{len(found)}")
         relevant.setdefault(query, set()).add(ids[positive])
     return {q: a for a, q in found.items()}, {d: t for t, d in ids.items()}, relevant

@@ -289,10 +289,11 @@ def rows(indices: Sequence[int]) -> str:
     return f"row{'s' if len(indices) > 1 else ''} {shown}{more}"
 
 
-def text_problems(dataset: Any, column: str, field: str, what: str = "text") -> list[str]:
-    """Rows of ``column`` without text (not a string, or blank), named."""
+def text_problems(dataset: Any, column: str, field: str, what: str = "text", optional: bool = False) -> list[str]:
+    """Rows of ``column`` without text (not a string, or blank; ``optional``: null is fine), named."""
     values = dataset[column]
-    bad = [i for i, text in enumerate(values) if not isinstance(text, str) or not text.strip()]
+    bad = [i for i, text in enumerate(values)
+           if not (optional and text is None) and (not isinstance(text, str) or not text.strip())]
     if not bad:
         return []
     return [f"{field}: column {column!r}: {rows(bad)} without {what} (got {values[bad[0]]!r}); fill or drop them"]
