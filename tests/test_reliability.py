@@ -432,6 +432,47 @@ def test_sigterm_to_torchrun_stops_every_rank_at_one_checkpoint_that_resumes(mod
 
 
 @pytest.mark.scale
+def test_a_worker_killed_in_the_second_epoch_restarts_under_torchrun_and_ends_at_the_uninterrupted_weights(
+        models, tmp_path):
+    """SIGKILL to one of two workers after the second epoch's first checkpoint, under ``torchrun --max-restarts 2``
+    (c10d rendezvous, its store not shared with the workers: see the README): torchrun starts the group again,
+    which resumes from the latest checkpoint by itself and ends at an uninterrupted run's adapter, torch.equal."""
+    import psutil
+    from safetensors.torch import load_file
+
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in sentiment(480)))
+    spec = {"base": models["bert"], "train": "train.jsonl", "lora": True, "maxlength": 64,
+            "training": {"learning_rate": 1e-2, "num_train_epochs": 10, "per_device_train_batch_size": 4, "seed": 0,
+                         "save_strategy": "steps", "save_steps": 30}}  # 60 steps an epoch
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+
+    def launch(output):
+        return subprocess.Popen(["nice", "-n", "10", torchrun, "--standalone", "--nproc_per_node", "2",
+                                 "--max-restarts", "2", "-m", "pipeline.cli", "train", "spec.yaml", "-o", output],
+                                cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, "OMP_NUM_THREADS": "1", "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"})
+
+    killed = launch("killed")
+    second = tmp_path / "killed" / "checkpoint-90" / "trainer_state.json"
+    deadline = time.time() + 240
+    while not second.is_file() and killed.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    assert killed.poll() is None, "the run ended before the second epoch's first checkpoint"
+    rank1 = next(p for p in psutil.Process(killed.pid).children(recursive=True) if p.environ().get("RANK") == "1")
+    rank1.kill()
+    _, err = killed.communicate(timeout=300)
+    assert killed.returncode == 0, err[-3000:]
+    assert "torchrun restarted the group (restart 1): resuming from the latest checkpoint" in err, err[-3000:]
+    resumed = int(re.search(r"resuming from \S*checkpoint-(\d+)", err).group(1))
+    assert 90 <= resumed < 600
+    whole = launch("whole")
+    assert whole.wait(timeout=300) == 0, whole.stderr.read()[-3000:]
+    a, b = (load_file(str(tmp_path / name / "adapter_model.safetensors")) for name in ("whole", "killed"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.scale
 def test_zero_2_and_3_on_two_processes_train_the_weights_of_plain_ddp(models, tmp_path):
     """``zero: 2`` and ``zero: 3`` (DeepSpeed over gloo, 2 CPU processes) against plain DDP of the same spec: the
     full fine-tune's weights agree within 1e-5 (the stage-3 model, sharded, is gathered whole when saved)."""

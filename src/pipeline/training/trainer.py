@@ -18,7 +18,7 @@ import re
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -87,10 +87,18 @@ class LengthBuckets(torch.utils.data.Sampler):
 
     The data loader cuts what this yields into batches again, by count: a remainder batch anywhere
     but last would shift every batch after it across two buckets.
+
+    ``clock``: the epoch reached (the Trainer's state), read when an epoch's batches are drawn; the epoch is the
+    later of it and what ``set_epoch`` last said, since either may not reach the sampler and neither runs
+    ahead. Under several processes a run resumed mid-epoch never calls ``set_epoch`` here: accelerate's
+    ``skip_first_batches`` wraps the sampler three deep (skip, shard, batch) and the Trainer's call reaches
+    two, so a run resumed in its second epoch drew the first epoch's order again (2 processes, 10 epochs:
+    adapter weights 0.087 apart from the uninterrupted run's). Driven by hand, only ``set_epoch`` speaks.
     """
 
-    def __init__(self, lengths: list[int], batch_size: int, seed: int):
+    def __init__(self, lengths: list[int], batch_size: int, seed: int, clock: Callable[[], float] | None = None):
         self.lengths, self.batch_size, self.seed, self.epoch = list(lengths), batch_size, seed, 0
+        self.clock = clock
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -100,7 +108,7 @@ class LengthBuckets(torch.utils.data.Sampler):
 
     def batches(self) -> list[list[int]]:
         """This epoch's batches, in order."""
-        random = generator(self.seed, self.epoch)
+        random = generator(self.seed, max(self.epoch, int(self.clock()) if self.clock else 0))
         buckets: dict[int, list[int]] = {}
         for i in torch.randperm(len(self.lengths), generator=random).tolist():
             buckets.setdefault(bucket(self.lengths[i]), []).append(i)
@@ -257,7 +265,8 @@ class Trainer(Records, transformers.Trainer):
         sampler = super()._get_train_sampler(train_dataset)
         if isinstance(sampler, LengthGroupedSampler):
             batch = self.args.train_batch_size * self.args.gradient_accumulation_steps
-            return LengthBuckets(sampler.lengths, batch, self.args.seed)
+            # the state's epoch: the finished epochs (and a fraction, resumed mid-epoch) when an epoch begins
+            return LengthBuckets(sampler.lengths, batch, self.args.seed, clock=lambda: self.state.epoch or 0)
         return sampler
 
     def _get_eval_sampler(self, eval_dataset):
