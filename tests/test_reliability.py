@@ -503,14 +503,16 @@ def test_zero_2_and_3_on_two_processes_train_the_weights_of_plain_ddp(models, tm
 
 
 @pytest.mark.scale
-def test_a_zero_2_run_resumed_from_its_checkpoint_ends_at_the_uninterrupted_weights(models, tmp_path):
-    """``zero: 2`` on two CPU processes with a checkpoint every 2 of 4 steps: a run resumed from the first
-    checkpoint (DeepSpeed's sharded optimizer state, both ranks' RNG) ends at an uninterrupted run's weights."""
+@pytest.mark.parametrize("stage", [2, 3])
+def test_a_zero_run_resumed_from_its_checkpoint_ends_at_the_uninterrupted_weights(models, tmp_path, stage):
+    """``zero: 2`` and ``zero: 3`` on two CPU processes with a checkpoint every 2 of 4 steps: a run resumed from
+    the first checkpoint (DeepSpeed's sharded optimizer state, and at stage 3 the sharded weights; both ranks' RNG)
+    ends at an uninterrupted run's weights."""
     pytest.importorskip("deepspeed")
     from safetensors.torch import load_file
 
     (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in sentiment(64)))
-    spec = {"base": models["bert"], "train": "train.jsonl", "maxlength": 32, "zero": 2,
+    spec = {"base": models["bert"], "train": "train.jsonl", "maxlength": 32, "zero": stage,
             "training": {"learning_rate": 1e-3, "max_steps": 4, "per_device_train_batch_size": 4, "seed": 0,
                          "save_strategy": "steps", "save_steps": 2, "save_total_limit": None}}
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
@@ -523,10 +525,10 @@ def test_a_zero_2_run_resumed_from_its_checkpoint_ends_at_the_uninterrupted_weig
         assert out.returncode == 0, out.stderr[-3000:]
         return out
 
-    launch("whole", 29611)
+    launch("whole", 29611 + 30 * (stage - 2))
     assert (tmp_path / "whole" / "checkpoint-2" / "global_step2").is_dir()  # DeepSpeed's own, sharded
     uninterrupted = load_file(str(tmp_path / "whole" / "model.safetensors"))
-    resumed = launch("whole", 29612, "--set", "checkpoint=whole/checkpoint-2", "--force")
+    resumed = launch("whole", 29612 + 30 * (stage - 2), "--set", "checkpoint=whole/checkpoint-2", "--force")
     assert "resuming from" in resumed.stderr and "checkpoint-2" in resumed.stderr, resumed.stderr[-2000:]
     again = load_file(str(tmp_path / "whole" / "model.safetensors"))
     for key, value in uninterrupted.items():
