@@ -410,6 +410,8 @@ def test_several_processes_hold_what_ddp_and_deepspeed_keep_beside_the_model_sta
     assert "buckets" not in zero2.parts and "gathered" not in zero2.parts
     zero3 = memory(m, replace(setup, shards=2, zero=3))
     assert zero3.parts["gathered"] == parameters * 4
+    # ZeRO-3's optimizer holds the gradient shards in one buffer from the start, through the whole step
+    assert zero3.parts["gradients"] == 0 and zero3.parts["optimizer"] == (2 + 1 + 1) * parameters * 4 // 2
     transient = zero3.parts["activations"] + zero3.parts["logits"] + zero3.parts["gathered"]
     assert zero3.total == sum(zero3.parts[k] for k in ("weights", "optimizer", "overhead")) + transient
     big = memory(shape(LLAMA_8B), Setup(task="language-generation", batch=1, tokens=512, language_model=True,
@@ -431,7 +433,8 @@ def test_a_full_8b_fine_tune_does_not_fit_one_a100_and_fits_eight_under_zero_3()
     node = profile("a100-80gb").model_copy(update={"processes": 8, "devices": 8})
     sharded = plan(evolve(spec, zero=3), node, LLAMA_8B).memory
     assert sharded.fits and not sharded.tight and "/ 8 processes (ZeRO-3)" in sharded.inputs["weights"]
-    assert sharded.parts["optimizer"] == one.parts["optimizer"] * 12 // 8 // 8  # (8 + 4 master) / 8 processes
+    # (8 Adam + 4 master) / 8 processes, and the 2-byte gradient shards ZeRO-3's optimizer keeps
+    assert sharded.parts["optimizer"] == one.parts["optimizer"] * 12 // 8 // 8 + one.trainable * 2 // 8
     offloaded = plan(evolve(spec, zero=3, offload="parameters"), node, LLAMA_8B)
     assert offloaded.memory.parts["optimizer"] == offloaded.memory.parts["weights"] == 0
     assert offloaded.training_args["deepspeed"] == deepspeed_config(3, "parameters")

@@ -575,6 +575,12 @@ def _sharded(setup: Setup, inputs: dict[str, str], trainable: int, parameters: i
         inputs["weights"] += shard
         if setup.offload == "parameters":
             weights, inputs["weights"] = 0, inputs["weights"] + ": in CPU memory (offload)"
+        if not setup.offload:
+            # its optimizer allocates the gradient shards in one buffer at the start and keeps them through the
+            # step, where the unsharded gradients take the activations' place (measured: bench/MEMORY.md)
+            optimizer += gradients
+            inputs["optimizer"] += f" + the gradient shards ({_size(gradients)}, kept from the start)"
+            gradients, inputs["gradients"] = 0, "ZeRO-3: with the optimizer's state"
     return weights, gradients, optimizer, adapters, gathered
 
 
