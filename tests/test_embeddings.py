@@ -161,6 +161,9 @@ def test_a_beir_folder_reads_as_pairs_and_the_passages_no_query_asks_for(tmp_pat
     (qrels / "train.tsv").write_text("query-id\tcorpus-id\tscore\nq2\td9\t1\n")
     with pytest.raises(DataError, match=r"train: .*train.tsv' line 2 \('q2\\td9\\t1'\): expected passage 'd9' in corpus"):
         read(str(qrels / "train.tsv"), "train")
+    (qrels / "train.tsv").write_text("q2\td1\trelevant\n")
+    with pytest.raises(DataError, match=r"train: .*train.tsv' line 1 .*: expected a number as its score, not 'relevant'"):
+        read(str(qrels / "train.tsv"), "train")
 
 
 def test_a_train_row_without_an_anchor_is_refused():

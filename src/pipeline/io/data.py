@@ -90,7 +90,8 @@ def _read_beir(path: Path, field: str) -> list[dict[str, Any]] | None:
             continue
         unknown = ("a line of 3 tab-separated values" if len(values) != 3 else
                    f"query {values[0]!r} in queries.jsonl" if values[0] not in asked else
-                   f"passage {values[1]!r} in corpus.jsonl" if values[1] not in corpus else None)
+                   f"passage {values[1]!r} in corpus.jsonl" if values[1] not in corpus else
+                   f"a number as its score, not {values[2]!r}" if not _number(values[2]) else None)
         if unknown:
             raise DataError(f"{field}: {str(qrels)!r} line {number} ({line!r}): expected {unknown}; fix the line")
         if float(values[2]) > 0:
@@ -99,6 +100,14 @@ def _read_beir(path: Path, field: str) -> list[dict[str, Any]] | None:
     if field == "train":  # pairs to learn from; the passages no query asks for only matter to a search
         return rows
     return rows + [{"anchor": None, "positive": text} for key, text in corpus.items() if key not in judged]
+
+
+def _number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _read_file(path: Path, field: str) -> list[dict[str, Any]]:
