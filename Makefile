@@ -25,7 +25,7 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest
 
-# Launches that take the machine: torchrun as two nodes, SIGTERM to torchrun, a worker SIGKILLed and restarted, DeepSpeed ZeRO and its resume, embeddings gathered over two processes, a sweep shared on a private PostgreSQL server (about 3 min here).
+# Launches that take the machine: torchrun as two nodes, SIGTERM to torchrun, a worker SIGKILLed and restarted, DeepSpeed ZeRO and its resume, embeddings gathered over two processes, a sweep shared on a private PostgreSQL server (about 3.5 min here).
 # CI runs it after `make test`.
 test-scale: $(VENV)/.installed
 	$(BIN)/python -m pytest -m scale
