@@ -157,6 +157,11 @@ CACHED_MINI_BATCH = 32
 """The cached loss's forward batch (its memory), whatever the batch the anchors are scored in."""
 
 
+def _mini_batch(spec: Any, batch: int, columns: tuple[str | None, ...]) -> int:
+    """The texts the cached loss embeds at once: a mini-batch, or the whole batch's texts where fewer."""
+    return min(batch * _texts(spec, columns), CACHED_MINI_BATCH)
+
+
 MARGIN = 0.05
 """Mined negatives score at most this much below the positive, relatively (a near-paraphrase is no negative)."""
 
@@ -277,8 +282,7 @@ TASK = Task(
         section=section,
         losses=("in-batch", "cached"),
         forward=lambda spec, batch, columns: (
-            min(batch * _texts(spec, columns), CACHED_MINI_BATCH) if spec.loss == "cached" else batch * _texts(spec, columns)),
-        cached=lambda spec, batch, columns: (
-            min(batch * _texts(spec, columns), CACHED_MINI_BATCH) if spec.loss != "cached" else None),
+            _mini_batch(spec, batch, columns) if spec.loss == "cached" else batch * _texts(spec, columns)),
+        cached=lambda spec, batch, columns: _mini_batch(spec, batch, columns) if spec.loss != "cached" else None,
     ),
 )
