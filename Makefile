@@ -1,21 +1,25 @@
 # Two commands: `make demo` (the main job) and `make test` (the whole suite).
-# Both create .venv on first use. torch==2.13.0 goes in first: a CPU build of it lies on
-# these machines' disk; any other torch requirement would pull a multi-GB CUDA build.
+# Both create .venv on first use, with the exact versions in requirements.lock (what the suite passed with).
+# torch==2.13.0 goes in first: a CPU build of it lies on these machines' disk; any other torch requirement would
+# pull a multi-GB CUDA build.
 PYTHON ?= python3
 TORCH ?= torch==2.13.0
 VENV := .venv
-BIN := $(VENV)/bin
+BIN = $(VENV)/bin
+# The installs' constraints: the lock; empty for the newest versions pyproject.toml allows (test-latest, lock).
+CONSTRAINTS := -c requirements.lock
 export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test test-scale check bench clean
+.PHONY: demo test test-scale check test-latest lock bench clean
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml requirements.lock
+	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet $(CONSTRAINTS) --upgrade pip
 	$(BIN)/pip install --quiet "$(TORCH)"
-	$(BIN)/pip install --quiet -e ".[test,demo]"
+	$(BIN)/pip install --quiet $(CONSTRAINTS) -e ".[test,demo]"
 	touch $@
 
 # The main job: LoRA fine-tune of the real all-MiniLM-L6-v2 on the shipped reviews.
@@ -34,10 +38,23 @@ test-scale: $(VENV)/.installed
 check: $(VENV)/.installed
 	$(BIN)/python -m pytest -m "not slow" -q
 
+# Drift, seen on purpose (not in CI): the fast loop on the newest versions pyproject.toml allows, in a new .venv-latest.
+test-latest:
+	rm -rf .venv-latest
+	$(MAKE) check VENV=.venv-latest CONSTRAINTS=
+
+# Write requirements.lock from the newest versions pyproject.toml allows; then run `make test` (it reinstalls .venv
+# from the new lock) and commit the lock with what it took to pass.
+lock:
+	rm -rf .venv-latest
+	$(MAKE) .venv-latest/.installed VENV=.venv-latest CONSTRAINTS=
+	{ echo "# Exact versions the suite passed with (make lock writes it; pyproject.toml keeps the ranges)."; \
+	  .venv-latest/bin/pip freeze --all --exclude-editable | sed 's/+cpu$$//'; } > requirements.lock
+
 # Side by side: pipeline vs hand-written Trainer code vs txtai (about 40 minutes here).
 bench: $(VENV)/.installed
-	$(BIN)/pip install --quiet -e ".[bench]"
+	$(BIN)/pip install --quiet $(CONSTRAINTS) -e ".[bench]"
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache .hypothesis
+	rm -rf $(VENV) .venv-latest runs .pytest_cache .hypothesis

@@ -2,19 +2,54 @@
 
 import dataclasses
 import inspect
+from pathlib import Path
 
 from pipeline import Spec, plan, profile
-from pipeline.core.fields import BITS_AND_BYTES_CONFIG, LORA_CONFIG, TRAINING_ARGUMENTS
+from pipeline.core.fields import BITS_AND_BYTES_CONFIG, KNOWN, LORA_CONFIG, TRAINING_ARGUMENTS
 from pipeline.core.frozen import thaw
 
 
+def _locked() -> dict[str, str]:
+    lines = (Path(__file__).parents[1] / "requirements.lock").read_text().splitlines()
+    return dict(line.split("==") for line in lines if "==" in line and not line.startswith("#"))
+
+
 def test_field_lists_match_the_installed_libraries():
+    """Every field we accept exists in the installed library; at the versions the lists were read from, the
+    lists are the library's whole (a newer library may add fields we refuse until the lists are read again)."""
+    from importlib.metadata import version
+
     from peft import LoraConfig
     from transformers import BitsAndBytesConfig, TrainingArguments
 
-    assert TRAINING_ARGUMENTS == {f.name for f in dataclasses.fields(TrainingArguments) if f.init}
-    assert LORA_CONFIG == {f.name for f in dataclasses.fields(LoraConfig) if f.init}
-    assert BITS_AND_BYTES_CONFIG == set(inspect.signature(BitsAndBytesConfig.__init__).parameters) - {"self", "kwargs"}
+    installed = {
+        "TrainingArguments": ("transformers", {f.name for f in dataclasses.fields(TrainingArguments) if f.init}),
+        "LoraConfig": ("peft", {f.name for f in dataclasses.fields(LoraConfig) if f.init}),
+        "BitsAndBytesConfig": ("transformers",
+                               set(inspect.signature(BitsAndBytesConfig.__init__).parameters) - {"self", "kwargs"}),
+    }
+    ours = {"TrainingArguments": TRAINING_ARGUMENTS, "LoraConfig": LORA_CONFIG, "BitsAndBytesConfig": BITS_AND_BYTES_CONFIG}
+    for what, (library, theirs) in installed.items():
+        assert ours[what] <= theirs, f"{what}: {library} {version(library)} has no {sorted(ours[what] - theirs)}"
+        if version(library) == KNOWN[library]:
+            assert ours[what] == theirs, f"{what}: read the lists again from {library} {version(library)}"
+
+
+def test_the_field_lists_come_from_the_locked_versions():
+    """The versions the lists name are the ones `make test` installs."""
+    locked = _locked()
+    assert {library: locked[library] for library in KNOWN} == KNOWN
+
+
+def test_a_field_of_a_newer_library_is_refused_with_the_version_we_know():
+    from pipeline import SpecError
+
+    try:
+        Spec(base="m", train=[{"text": "a", "label": 0}], lora={"a_field_of_peft_9": 1})
+    except SpecError as e:
+        assert f"unknown LoraConfig field; see the LoraConfig documentation of peft {KNOWN['peft']}" in str(e)
+    else:
+        raise AssertionError("an unknown LoraConfig field was accepted")
 
 
 def test_derived_kwargs_construct_the_library_configs(tmp_path):

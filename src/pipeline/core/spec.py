@@ -42,12 +42,13 @@ def _names(value: Any, allow_text: bool = True) -> bool:
     return isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
 
 
+_FROM = {"TrainingArguments": "transformers", "BitsAndBytesConfig": "transformers", "LoraConfig": "peft"}
+
+
 def _unknown_keys(given: Mapping[str, Any], known: frozenset[str], what: str) -> list[str]:
-    return [
-        f".{key}: unknown {what} field{suggest(key, known) or f'; see the {what} documentation for valid names'}"
-        for key in given
-        if key not in known
-    ]
+    library = _FROM[what]
+    documented = f"; see the {what} documentation of {library} {_fields.KNOWN[library]} (the version pipeline knows)"
+    return [f".{key}: unknown {what} field{suggest(key, known) or documented}" for key in given if key not in known]
 
 
 # Our limits for TrainingArguments numbers (transformers checks few): an interval each,

@@ -2,7 +2,8 @@
 
 - transformers' LOAD REPORT: a task head we create is "MISSING" from the checkpoint by design.
 - bitsandbytes' "Failed to load CPU gemm_4bit_forward ... pip install kernels": an optional
-  kernel, said on import even when nothing is quantized.
+  kernel, said on import even when nothing is quantized; and where `kernels` is installed (transformers
+  5.25 requires it), its "Skipping publisher trust check ... offline mode" for that kernel, on the same import.
 - transformers 5's "... is deprecated and will be removed in v6" FutureWarnings for the names
   peft still calls (``gradient_checkpointing_enable``, ``is_gradient_checkpointing``).
 - transformers' "Loading weights" and "Writing model shards" bars: a blink on small models, and
@@ -28,11 +29,13 @@ def _not_a_load_report(record: logging.LogRecord) -> bool:
 def hushed() -> Iterator[None]:
     from transformers.utils import logging as transformers_logging
 
-    report, bitsandbytes = logging.getLogger("transformers.modeling_utils"), logging.getLogger("bitsandbytes")
-    level, bars = bitsandbytes.level, transformers_logging.is_progress_bar_enabled()
+    report = logging.getLogger("transformers.modeling_utils")
+    kernel_notices = [logging.getLogger(name) for name in ("bitsandbytes", "kernels")]
+    levels, bars = [log.level for log in kernel_notices], transformers_logging.is_progress_bar_enabled()
     outermost = _not_a_load_report not in report.filters  # nested (merged inside load): the outer one removes it
     report.addFilter(_not_a_load_report)
-    bitsandbytes.setLevel(logging.ERROR)
+    for log in kernel_notices:
+        log.setLevel(logging.ERROR)
     transformers_logging.disable_progress_bar()
     try:
         with warnings.catch_warnings():
@@ -41,6 +44,7 @@ def hushed() -> Iterator[None]:
     finally:
         if outermost:
             report.removeFilter(_not_a_load_report)
-        bitsandbytes.setLevel(level)
+        for log, level in zip(kernel_notices, levels):
+            log.setLevel(level)
         if bars:
             transformers_logging.enable_progress_bar()

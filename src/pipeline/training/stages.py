@@ -309,15 +309,18 @@ def quantize(run: Run) -> Run:
     """
     if not run.plan.quantization:
         return run
+    import inspect
+
     from peft import prepare_model_for_kbit_training
 
     _take(run, "quantize")
 
     checkpointing = run.plan.training_args.get("gradient_checkpointing", True)
+    # peft 0.22 renamed the argument (the old name warns, a FutureWarning no user can act on); earlier ones know only it.
+    renamed = "activation_checkpointing_kwargs" in inspect.signature(prepare_model_for_kbit_training).parameters
+    reentrant = {"activation_checkpointing_kwargs" if renamed else "gradient_checkpointing_kwargs": {"use_reentrant": False}}
     for part in _parts(run.model):
-        prepare_model_for_kbit_training(
-            part, use_gradient_checkpointing=checkpointing, gradient_checkpointing_kwargs={"use_reentrant": False}
-        )
+        prepare_model_for_kbit_training(part, use_gradient_checkpointing=checkpointing, **reentrant)
         if not run.hardware.cuda:
             # bitsandbytes repacks 4-bit CPU weights for inference at the first eval-mode
             # forward, after which training forwards fail; evaluation between epochs must not.
