@@ -17,6 +17,7 @@ from typing import Annotated, Any
 import typer
 
 from pipeline.core.plan import Plan
+from pipeline.core.search import best, better
 from pipeline.errors import Interrupted, PipelineError, SpecError
 from pipeline.io.files import load_spec, parse_settings
 from pipeline.training.planning import plan as planned
@@ -195,7 +196,9 @@ def sweep(
     settings: Settings = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="sweep folder")] = None,
     metric: Annotated[str | None, typer.Option(help="metric that picks the best run (default eval_loss)")] = None,
-    maximize: Annotated[bool, typer.Option(help="higher metric is better")] = False,
+    maximize: Annotated[bool | None, typer.Option(
+        "--maximize/--minimize", help="higher (lower) metric is better; default: as the metric's name says (losses, "
+        "perplexity, errors lower; accuracy, F1, NDCG, correlations higher)")] = None,
     force: Force = False,
     quiet: Quiet = False,
     verbose: Verbose = False,
@@ -212,21 +215,21 @@ def sweep(
     _logging(quiet, verbose)
     base = parse_settings(settings or [])
     loaded, choices, drawn = load_spec(spec, base), _grid(grid or []), dict(parse_range(r) for r in ranges or [])
-    metric = sweep_metric(loaded, metric)
+    metric, direction = sweep_metric(loaded, metric, maximize)
     folder = output or sweep_folder(loaded, choices, drawn, search.value, trials, seed)
     rows = run_sweep(loaded, grid=choices, ranges=drawn, search=search.value, trials=trials, seed=seed, metric=metric,
                      maximize=maximize, output=folder, force=force, storage=storage, study=study)
     if not main_process():
         return
     typer.echo(_records(rows, columns(rows)))
-    scored = [r for r in rows if metric in r and not r.get("pruned")]
+    top = best(rows, metric, direction)
     failed = sum(1 for r in rows if "error" in r)
     if failed:
         typer.echo(f"\n{failed} of {len(rows)} trials failed (their error is in the results)", err=True)
-    if not scored:
+    if top is None:
         raise SpecError(f"--metric: no run reported {metric!r} (they reported {sorted(rows[0])})")
-    best = (max if maximize else min)(scored, key=lambda r: r[metric])
-    typer.echo(f"\nbest run by {metric}: {best['run']} ({_number(best[metric])}); results and sweep.png in {folder}")
+    typer.echo(f"\nbest run by {metric} ({'highest' if direction == 'maximize' else 'lowest'}): {top['run']} "
+               f"({_number(top[metric])}); results and sweep.png in {folder}")
 
 
 @app.command()
@@ -267,9 +270,6 @@ def _wrapped(value: Any, width: int = 60) -> str:
     return "\n".join(line for item in items for line in textwrap.wrap(json.dumps(item, default=str), width) or [""])
 
 
-LOWER_IS_BETTER = ("loss", "perplexity", "mse", "seconds")
-
-
 class Listing(str, Enum):
     text = "text"
     json = "json"
@@ -302,7 +302,10 @@ def runs(
         if not scored:
             names = sorted({k for r in rows for k in r if k.startswith(("eval_", "train_"))})
             raise SpecError(f"--sort: no run reported {sort!r}; metrics found: {', '.join(names) or 'none'}")
-        lower = any(word in sort for word in LOWER_IS_BETTER)
+        try:
+            lower = better(sort) == "minimize"
+        except SpecError:  # any column sorts: one whose name says no direction, highest first
+            lower = False
         rows = sorted(scored, key=lambda r: r[sort], reverse=not lower) + [r for r in rows if r not in scored]
     names = columns(rows)
     if format is Listing.json:

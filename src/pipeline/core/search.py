@@ -8,13 +8,45 @@ from __future__ import annotations
 import itertools
 import math
 import random
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from pipeline.errors import SpecError
 
-__all__ = ["Range", "grid", "parse_range", "random_trials", "suggest"]
+__all__ = ["LOWER", "Range", "best", "better", "grid", "parse_range", "random_trials", "suggest"]
+
+LOWER = frozenset({"loss", "perplexity", "mse", "mae", "rmse", "seconds", "runtime", "error"})
+"""Words of a metric's name that make lower better (``eval_loss``, ``eval_perplexity``, ``eval_mse``)."""
+HIGHER = frozenset({"accuracy", "f1", "precision", "recall", "exact", "ndcg", "mrr", "map", "spearman", "pearson"})
+"""Words that make higher better (``eval_accuracy``, ``eval_macro_f1``, ``eval_cosine_ndcg@10``, ``eval_spearman``)."""
+
+
+def better(metric: str, maximize: bool | None = None) -> str:
+    """``"maximize"`` or ``"minimize"``: what the caller says (``maximize``), else what the metric's name says.
+    Raises `SpecError` for a metric whose name says neither, with no direction given.
+
+    >>> better("eval_loss"), better("eval_cosine_ndcg@10"), better("eval_accuracy", maximize=False)
+    ('minimize', 'maximize', 'minimize')
+    """
+    if maximize is not None:
+        return "maximize" if maximize else "minimize"
+    words = set(re.split(r"[_@.\-]", metric.lower()))
+    if words & LOWER:
+        return "minimize"
+    if words & HIGHER:
+        return "maximize"
+    raise SpecError(f"--metric {metric!r}: which way is better is not known; add --maximize or --minimize "
+                    f"(lower is better for names with {', '.join(sorted(LOWER))}; higher for {', '.join(sorted(HIGHER))})")
+
+
+def best(rows: list[Mapping[str, Any]], metric: str, direction: str) -> Mapping[str, Any] | None:
+    """The row with the best ``metric`` (``direction``: `better`'s), of those that report it and were not pruned."""
+    scored = [r for r in rows if metric in r and not r.get("pruned")]
+    if not scored:
+        return None
+    return (max if direction == "maximize" else min)(scored, key=lambda r: r[metric])
 
 
 @dataclass(frozen=True)

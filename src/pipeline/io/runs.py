@@ -14,6 +14,7 @@ from typing import Any
 
 from pipeline.core.frozen import thaw
 from pipeline.core.plan import Plan
+from pipeline.core.search import best as pick
 from pipeline.errors import SpecError
 from pipeline.core.spec import Spec, source_kind
 
@@ -303,7 +304,7 @@ def sweep_figure(rows: list[dict[str, Any]], keys: list[str], metric: str, log: 
     plt = _pyplot()
     scored = [r for r in rows if metric in r]
     varied = [k for k in keys if len({repr(r.get(k)) for r in scored}) > 1] or keys[:1]
-    best = (max if maximize else min)(scored, key=lambda r: r[metric]) if scored else None
+    best = pick(scored, metric, "maximize" if maximize else "minimize")
     figure, panels = plt.subplots(1, len(varied), figsize=(4 * len(varied), 3.5), dpi=100, squeeze=False)
     for key, axes in zip(varied, panels[0]):
         values = [r[key] for r in scored]

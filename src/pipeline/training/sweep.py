@@ -23,7 +23,7 @@ from typing import Any, Literal
 from pipeline.errors import SpecError
 from pipeline.core.frozen import evolve
 from pipeline.core.hardware import Hardware
-from pipeline.core.search import Range, parse_range, random_trials, suggest
+from pipeline.core.search import Range, better, parse_range, random_trials, suggest
 from pipeline.core.search import grid as combinations
 from pipeline.core.spec import Spec
 from pipeline.io.files import plan, with_settings
@@ -81,15 +81,16 @@ def train_into(spec: Spec, hardware: Hardware, force: bool = False, output: str 
     return identity, folder, run
 
 
-def sweep_metric(spec: Spec, metric: str | None = None) -> str:
-    """The metric that ranks the trials (default ``eval_loss``, ``train_loss`` without validation data),
-    checked against what the runs will report. Raises `SpecError` for one they will not."""
+def sweep_metric(spec: Spec, metric: str | None = None, maximize: bool | None = None) -> tuple[str, str]:
+    """The metric that ranks the trials (default ``eval_loss``, ``train_loss`` without validation data), checked
+    against what the runs will report, and which way is better (`better`: ``maximize`` if given, else the
+    metric's). Raises `SpecError` for a metric the runs will not report, or one of unknown direction."""
     found = TASKS[spec.task].reported(spec.validation is not None, spec.metrics is not None)
     metric = metric or ("eval_loss" if spec.validation is not None else "train_loss")
     if found is not None and metric not in found:
         hint = "" if spec.validation is not None else "; eval_* metrics need validation data (the spec's validation)"
         raise SpecError(f"--metric {metric!r}: runs of {spec.task} report {', '.join(sorted(found))}{hint}")
-    return metric
+    return metric, better(metric, maximize)
 
 
 def sweep(
@@ -100,7 +101,7 @@ def sweep(
     trials: int = 10,
     seed: int = 0,
     metric: str | None = None,
-    maximize: bool = False,
+    maximize: bool | None = None,
     output: str | Path | None = None,
     hardware: Hardware | None = None,
     force: bool = False,
@@ -118,8 +119,12 @@ def sweep(
     ``study`` (default: the sweep folder's name) with every worker that names it, on any machine: each takes
     the next trial until the study has ``trials``, and writes the results of all of them.
 
+    ``metric`` ranks the trials, higher or lower as ``maximize`` says, else as the metric's name says (`better`:
+    losses, perplexity and errors lower, accuracy, F1, NDCG, correlations... higher).
+
     Raises `SpecError` for a sweep that varies nothing, a field given both values and a range, or a
-    ``metric`` the runs will not report, before anything trains.
+    ``metric`` the runs will not report (or, with ``maximize`` left out, of unknown direction), before anything
+    trains.
     """
     from pipeline.training.detect import detect
 
@@ -134,7 +139,7 @@ def sweep(
     both = sorted(set(choices) & set(drawn))
     if both:
         raise SpecError(f"sweep: --grid and --range both vary {', '.join(both)}; give each field one of them")
-    metric = sweep_metric(spec, metric)  # before anything trains
+    metric, direction = sweep_metric(spec, metric, maximize)  # before anything trains
     folder = Path(output or sweep_folder(spec, choices, drawn, search, trials, seed))
     hardware = hardware if hardware is not None else detect()
     rows: list[dict[str, Any]] = []
@@ -158,7 +163,7 @@ def sweep(
 
     try:
         if search == "optuna":
-            shared = _optuna(trial, choices, drawn, trials, seed, metric, maximize, storage, study or folder.name)
+            shared = _optuna(trial, choices, drawn, trials, seed, metric, direction, storage, study or folder.name)
             if storage:
                 rows[:] = shared()  # every worker's trials, as the study has them
         else:
@@ -169,7 +174,7 @@ def sweep(
             write_results(folder, rows)
     if main_process():
         plot_sweep(rows, [*choices, *drawn], metric, folder / "sweep.png", log={k for k, r in drawn.items() if r.log},
-                   maximize=maximize)
+                   maximize=direction == "maximize")
     return rows
 
 
@@ -197,7 +202,7 @@ def _study(optuna: Any, storage: str | None, name: str, **kwargs: Any) -> Any:
 
 
 def _optuna(trial: Any, choices: dict[str, list[Any]], drawn: dict[str, Range], trials: int, seed: int, metric: str,
-            maximize: bool, storage: str | None = None, name: str = "sweep") -> Any:
+            direction: str, storage: str | None = None, name: str = "sweep") -> Any:
     """Optuna's TPE sampler suggests each trial from the ones before; its median pruner stops a trial
     whose metric at an evaluation is worse than the median of earlier trials at that step.
 
@@ -213,7 +218,7 @@ def _optuna(trial: Any, choices: dict[str, list[Any]], drawn: dict[str, Range], 
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     worker = seed if storage is None else int.from_bytes(os.urandom(4), "little")
-    study = _study(optuna, storage, name, direction="maximize" if maximize else "minimize",
+    study = _study(optuna, storage, name, direction=direction,
                    sampler=optuna.samplers.TPESampler(seed=worker), pruner=optuna.pruners.MedianPruner(n_startup_trials=2))
     done = 0
     while (len(study.get_trials(deepcopy=False)) if storage else done) < trials:
