@@ -260,8 +260,10 @@ TASK = Task(
     collator="SentenceTransformerDataCollator (each text column tokenized, padded to its batch's longest)",
     columns=("anchor", "positive", None),
     column_counts=(2, 3),
-    metrics="retrieval, each anchor against every positive: cosine_ndcg@10, cosine_mrr@10, cosine_recall@10",
-    metric_names=("cosine_ndcg@10", "cosine_mrr@10", "cosine_recall@10"),
+    metrics="retrieval, each anchor against every positive: cosine_ndcg@10, cosine_mrr@10, cosine_recall@10 (with "
+            "map@10, accuracy@1, precision@1 and @10, recall@1)",
+    metric_names=("cosine_ndcg@10", "cosine_mrr@10", "cosine_recall@10", "cosine_map@10", "cosine_accuracy@1",
+                  "cosine_precision@1", "cosine_precision@10", "cosine_recall@1"),
     distillation=("margin-MSE where rows have a negative: the student's cosine margin sim(anchor, positive) - "
                   "sim(anchor, negative) against the teacher's (a cross-encoder's scores or a bi-encoder's cosines); "
                   "else embedding MSE: each text's embedding against a bi-encoder teacher's of the same width"),

@@ -94,8 +94,12 @@ def summary(encoded: Any, field: str) -> tuple[list[str], list[str]]:
 
 def _evaluator(library: Any, dataset: Any, columns: tuple[str | None, ...]) -> Any:
     evaluation = library.sentence_transformers.cross_encoder.evaluation
-    return evaluation.CrossEncoderRerankingEvaluator([g for g in groups(dataset, columns) if g["positive"]], at_k=10,
-                                                     name="", write_csv=False, show_progress_bar=False)
+    # Each query's positives and negatives, not its "documents": the evaluator reads documents as a first-stage
+    # ranking and adds eval_base_* metrics of their order, which here is only the data file's row order.
+    samples = [{"query": g["query"], "positive": g["positive"],
+                "negative": [d for d in g["documents"] if d not in g["positive"]]}
+               for g in groups(dataset, columns) if g["positive"]]
+    return evaluation.CrossEncoderRerankingEvaluator(samples, at_k=10, name="", write_csv=False, show_progress_bar=False)
 
 
 def _loss(library: Any, model: Any, spec: Any, processes: int, objective: Mapping[str, Any]) -> Any:
