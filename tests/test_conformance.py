@@ -184,3 +184,33 @@ def test_a_sweep_by_accuracy_names_the_more_accurate_run_best_without_maximize(m
                  "--output", tmp_path / "optuna", "-q")
     assert out.returncode == 0, out.stderr
     assert optuna.load_study(study_name="s", storage=storage).direction == optuna.study.StudyDirection.MAXIMIZE
+
+
+# -- metrics against an independent computation -----------------------------------------------------------------
+
+CAUSAL_PERPLEXITY = [t for t, task in TASKS.items() if task.perplexity and task.lora_task == "CAUSAL_LM"]
+
+
+@pytest.mark.parametrize("task", CAUSAL_PERPLEXITY)
+def test_perplexity_is_exp_of_the_mean_loss_over_every_held_out_token(short, task):
+    """Each held-out row alone, unpadded, summed over its trained tokens: exp(sum / tokens) is the run's
+    eval_perplexity, whatever its evaluation batches held (a mean of batch means weighs a short row's tokens more)."""
+    import math
+
+    import torch
+
+    from pipeline.io.data import encode
+
+    run, _ = short[task]
+    encoded = encode(run.eval_data, run.spec, run.tokenizer, 32, run.labels)
+    total, tokens = 0.0, 0
+    with torch.no_grad():
+        labelled = encoded["labels"] if "labels" in encoded.column_names else encoded["input_ids"]  # the LM collator's
+        for ids, labels in zip(encoded["input_ids"], labelled):
+            logits = run.model(input_ids=torch.tensor([ids])).logits[0, :-1].float()
+            target = torch.tensor(labels[1:])
+            kept = target != -100
+            total += torch.nn.functional.cross_entropy(logits[kept], target[kept], reduction="sum").item()
+            tokens += int(kept.sum())
+    assert run.metrics["eval_loss"] == pytest.approx(total / tokens, rel=1e-4)
+    assert run.metrics["eval_perplexity"] == pytest.approx(math.exp(total / tokens), rel=1e-4)

@@ -89,3 +89,18 @@ def test_pruning_reports_a_step_once_without_optunas_warning():
         for loss in (0.7, 0.6):
             pruning.on_evaluate(None, state, TrainerControl(), metrics={"eval_loss": loss})
     assert trial.storage.get_trial(trial._trial_id).intermediate_values == {4: 0.7}
+
+
+def test_token_detection_takes_a_batch_in_which_nothing_was_masked(models):
+    """A batch of short texts may draw no mask: the discriminator then sees the input as it is (all original);
+    sampling replacements from none failed (a test's evaluation hit it, depending on the suite's order)."""
+    import torch
+    import transformers
+
+    from pipeline.training.detection import TokenDetection
+
+    generator = transformers.ElectraForMaskedLM.from_pretrained(f"{models['electra']}/generator")
+    discriminator = transformers.ElectraForPreTraining.from_pretrained(models["electra"])
+    ids = torch.tensor([[2, 10, 11, 3]])
+    out = TokenDetection(generator, discriminator)(input_ids=ids, labels=torch.full_like(ids, -100), parts=True)
+    assert torch.equal(out.replaced, ids) and torch.isfinite(out.loss)

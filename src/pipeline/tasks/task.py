@@ -212,7 +212,7 @@ class Task:
     models: int = 1
     """Models trained together (token detection: generator and discriminator)."""
     perplexity: bool = False
-    """Evaluation reports ``eval_perplexity``, exp of the mean token loss."""
+    """Evaluation reports ``eval_perplexity``, exp of the mean loss over the held-out tokens (`token_mean`)."""
     sentences: Sentences | None = None
     """Trained through sentence-transformers (`Sentences`); ``None``: through the Trainer, the model's own loss."""
 
@@ -220,6 +220,14 @@ class Task:
     def load_class(self) -> str:
         """The auto class that loads one saved model of the task: `saved_class`, else `model_class`."""
         return self.saved_class or self.model_class
+
+    @property
+    def token_mean(self) -> str | None:
+        """How evaluation averages a loss whose exp is a perplexity: over every held-out token, ``"shifted"`` for a
+        causal LM (position i predicts token i + 1), else ``"aligned"``; ``None`` where the task has no perplexity."""
+        if not self.perplexity:
+            return None
+        return "shifted" if self.lora_task == "CAUSAL_LM" else "aligned"
 
     def reported(self, validation: bool, own_metrics: bool) -> frozenset[str] | None:
         """The final metrics a run can report, known before it trains: ``train_loss``, and with validation

@@ -32,15 +32,17 @@ class TokenDetection(torch.nn.Module):
             masked = labels != -100
             original = torch.where(masked, labels, input_ids)
             replaced = input_ids.clone()
-            sampled = torch.distributions.Categorical(logits=generated.logits[masked].float()).sample()
-            replaced[masked] = sampled
+            if masked.any():  # a batch of short texts can draw no mask at all: nothing to replace then
+                replaced[masked] = torch.distributions.Categorical(logits=generated.logits[masked].float()).sample()
             targets = (replaced != original).long()
         detected = self.discriminator(input_ids=replaced, attention_mask=attention_mask, labels=targets)
-        loss = generated.loss + self.weight * detected.loss
+        # the generator's mean over no masked token is NaN: it learns nothing from such a batch
+        generator_loss = generated.loss if masked.any() else generated.logits.sum() * 0.0
+        loss = generator_loss + self.weight * detected.loss
         if parts:
             return ModelOutput(
                 loss=loss, logits=detected.logits, replaced=replaced,
-                generator_loss=generated.loss, discriminator_loss=detected.loss,
+                generator_loss=generator_loss, discriminator_loss=detected.loss,
             )
         return ModelOutput(loss=loss, logits=detected.logits)
 

@@ -159,6 +159,7 @@ def evaluation(run: Any, source: Any, task: str | None = None, hardware: Any = N
                      **({"per_device_eval_batch_size": batch} if batch else {}))
     trainer = Trainer(model=model, args=args, data_collator=collator(task, tokenizer, model),
                       processing_class=tokenizer, **scores)
+    trainer.token_mean = TASKS[task].token_mean
     quiet_progress(trainer)
     report = None
     if TASKS[task].report:  # the predictions too: one pass gives the metrics and the report

@@ -518,6 +518,8 @@ def train(run: Run) -> Run:
         **scores,
         **extra,
     )
+    if isinstance(trainer, Trainer):
+        trainer.token_mean = task.token_mean
     quiet_progress(trainer)
     close_group_at_exit()
     if args.output_dir:

@@ -261,6 +261,36 @@ class Trainer(Records, transformers.Trainer):
                 loss = loss * items.to(loss.device) / num_items_in_batch
         return (loss, outputs) if return_outputs else loss
 
+    token_mean: str | None = None
+    """A token loss whose evaluation is a mean over every held-out token (``eval_loss``, and ``eval_perplexity``, its
+    exp): ``"shifted"`` (a causal LM: position i predicts token i + 1) or ``"aligned"``; ``None``: the library's
+    mean of the batches' means, weighted by their examples (a per-example loss)."""
+
+    def evaluation_loop(self, *args, **kwargs):
+        """The library's loop; with `token_mean`, its loss replaced by the mean over the tokens of every batch (a
+        mean of batch means weighs a short row's tokens more, and changed with the evaluation batch size)."""
+        self._tokens = [0.0, 0.0] if self.token_mean else None
+        try:
+            output = super().evaluation_loop(*args, **kwargs)
+        finally:
+            counted, self._tokens = self._tokens, None
+        prefix = kwargs.get("metric_key_prefix", args[4] if len(args) > 4 else "eval")
+        if counted is not None and f"{prefix}_loss" in output.metrics:
+            total = torch.tensor(counted, dtype=torch.float64, device=self.args.device)
+            total = self.accelerator.reduce(total, reduction="sum")  # each process's own batches
+            if total[1] > 0:
+                output.metrics[f"{prefix}_loss"] = (total[0] / total[1]).item()
+        return output
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        loss, logits, labels = super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
+        if getattr(self, "_tokens", None) is not None and loss is not None and inputs.get("labels") is not None:
+            target = inputs["labels"][..., 1:] if self.token_mean == "shifted" else inputs["labels"]
+            tokens = float(target.ne(-100).sum())
+            self._tokens[0] += float(loss) * tokens
+            self._tokens[1] += tokens
+        return loss, logits, labels
+
     def _get_train_sampler(self, train_dataset=None):
         sampler = super()._get_train_sampler(train_dataset)
         if isinstance(sampler, LengthGroupedSampler):
